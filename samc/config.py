@@ -1,0 +1,170 @@
+"""params.yaml ⇄ typed configuration.
+
+One schema (workflow/schemas/params.schema.json) validates it for the CLI and for Snakemake alike.
+Every value lives in ``params.yaml`` and nowhere else: the dataclasses carry no defaults and the
+schema requires every key, so a value is never typed twice."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("params.schema.json")
+
+
+class ConfigError(ValueError):
+    """A parameter is missing, of the wrong type or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    root: str | None
+    download: bool
+    image_size: int
+    n_tasks: int
+    classes_per_task: int
+    class_order: str
+    limit_per_class: int | None
+    shapes_train_per_class: int
+    shapes_test_per_class: int
+    shapes_seed: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str
+    seed: int
+    epochs: int
+    batch_size: int
+    lr: float
+    device: str
+    threads: int
+    eval_batch_size: int
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    images_per_task: int
+    strength: float
+    agem_ref_size: int
+
+
+@dataclass(frozen=True)
+class SamcConfig:
+    mu: float
+    completion: str
+    rule: str
+    saliency_target: str
+    ae_steps: int
+    ae_lr: float
+    ae_batch_size: int
+    ae_patience: int
+    ae_pairs: int
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: DatasetConfig
+    train: TrainConfig
+    memory: MemoryConfig
+    samc: SamcConfig
+    run: RunConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self, sections: tuple[str, ...] | None = None) -> str:
+        """Short stable hash of the config (or of some sections), used to name experiments."""
+        d = self.to_dict()
+        if sections is not None:
+            d = {k: d[k] for k in sections}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+_CLASSES = {
+    "dataset": DatasetConfig, "train": TrainConfig, "memory": MemoryConfig,
+    "samc": SamcConfig, "run": RunConfig,
+}
+
+
+def load_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _format_error(err: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        return f"{key}: unknown parameter(s): {err.message}"
+    if err.validator == "enum":
+        return f"{key} = {err.instance!r} is not allowed; allowed values: {err.validator_value}"
+    return f"{key} = {err.instance!r}: {err.message}"
+
+
+def validate(raw: dict[str, Any], source: str = "params") -> None:
+    """Check ``raw`` against the JSON schema and the cross-field rules; raise ConfigError naming
+    every offending key, its value and what is allowed."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    errors = sorted(jsonschema.Draft202012Validator(load_schema()).iter_errors(raw), key=str)
+    msgs = [_format_error(e) for e in errors]
+    if not msgs:
+        ds = raw.get("dataset", {})
+        n_tasks, cpt = ds["n_tasks"], ds["classes_per_task"]
+        n_classes = {"cifar10": 10, "cifar100": 100, "shapes": 10}.get(ds["name"])
+        if n_classes is not None and n_tasks * cpt > n_classes:
+            msgs.append(
+                f"dataset.n_tasks * dataset.classes_per_task = {n_tasks} * {cpt} = {n_tasks * cpt} "
+                f"exceeds the {n_classes} classes of dataset {ds.get('name', 'shapes')!r}"
+            )
+        if ds.get("name") in ("imagefolder",) and not ds.get("root"):
+            msgs.append("dataset.root is required for dataset.name = 'imagefolder'")
+    if msgs:
+        raise ConfigError(f"{source}: invalid parameters:\n  " + "\n  ".join(msgs))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``section.key=value`` (value parsed as YAML) → (path, value)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, value = item.split("=", 1)
+    path = key.strip().split(".")
+    if len(path) != 2 or not all(path):
+        raise ConfigError(f"--set {item!r}: the key must be section.key, e.g. samc.mu=0.7")
+    return path, yaml.safe_load(value)
+
+
+def from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "params") -> Config:
+    raw = copy.deepcopy(raw) if raw is not None else {}
+    for item in overrides:
+        (section, key), value = parse_override(item)
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"--set {item!r}: {section} is not a section")
+        raw.setdefault(section, {})[key] = value
+    for section in _CLASSES:
+        raw.setdefault(section, {})
+    validate(raw, source)
+    return Config(**{name: _CLASSES[name](**raw[name]) for name in _CLASSES})
+
+
+def load(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameter file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return from_dict(raw or {}, overrides, source=str(path))

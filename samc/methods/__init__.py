@@ -1,0 +1,13 @@
+"""Continual-learning methods, one module each, registered by name (``train.method``)."""
+from __future__ import annotations
+
+from samc.methods.agem import AGEM
+from samc.methods.base import Batch, Method, TaskContext
+from samc.methods.er import ER
+from samc.methods.finetune import Finetune
+from samc.methods.gem import GEM
+from samc.methods.samc import SAMC
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Finetune, ER, GEM, AGEM, SAMC)}
+
+__all__ = ["METHODS", "Batch", "Method", "TaskContext"]

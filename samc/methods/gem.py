@@ -1,0 +1,122 @@
+"""gem: Gradient Episodic Memory (Lopez-Paz & Ranzato 2017), the constraint of Eq. 3.2 / 4.9.
+
+Each past task k keeps an episodic memory M_k filled first-in-first-out during task k (the last
+samples of the task remain, §4.1). At every step the loss gradient g̃_k on each memory is compared
+with the batch gradient g; when some ⟨g, g̃_k⟩ < 0, g is projected (samc.gem.project). As in GEM's
+reference code the memory passes run in train mode, one per past task before the current batch,
+so BatchNorm's running statistics see them in that order.
+
+SAMC (samc.methods.samc) is this method with a different memory: ``select`` keeps only salient
+pixels and ``restore`` completes them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from samc.gem import GradBuffer, project, violated
+from samc.memory import FifoMemory, TaskMemory, budget_bytes, encode
+from samc.methods.base import Batch, Method, TaskContext
+
+
+class GEM(Method):
+    name = "gem"
+    encoding = "dense"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.memories: dict[int, TaskMemory] = {}
+        self.fifo: FifoMemory | None = None
+        self.mem_x: dict[int, torch.Tensor] = {}
+        self.mem_y: dict[int, torch.Tensor] = {}
+        self.grads = GradBuffer(self.model.parameters(), self.cfg.dataset.n_tasks + 1)
+        self.window_start = 0
+
+    # -- memory: what is stored, and how it is read back ---------------------------------------------
+    def min_record_nbytes(self, shape: tuple[int, int, int]) -> int:
+        """The smallest record the encoding can produce (bounds how many samples can fit)."""
+        return int(np.prod(shape))
+
+    def select(self, batch: Batch, keep: slice, t: int) -> list[bytes]:
+        """Encode the samples ``batch[keep]`` for the memory: GEM stores them whole."""
+        return [encode(img, np.ones(img.shape[1:], dtype=bool), "dense") for img in batch.raw[keep]]
+
+    def restore(self, memory: TaskMemory) -> torch.Tensor:
+        """The memory's images as classifier inputs (GEM: the stored images themselves)."""
+        images, _ = memory.decode_all()
+        return torch.from_numpy(images).float().div_(255.0)
+
+    def mu(self) -> float | None:
+        return None
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def before_task(self, ctx: TaskContext) -> None:
+        shape = tuple(ctx.task.x_train.shape[1:])
+        budget = budget_bytes(self.cfg.memory.images_per_task, shape)
+        self.fifo = FifoMemory(budget)
+        # Only the last ⌊budget / smallest record⌋ samples of the stream can end up in a FIFO
+        # memory: earlier samples need no encoding (nor, for SAMC, a saliency map).
+        self.window_start = max(0, ctx.stream_length - budget // self.min_record_nbytes(shape))
+        self.mem_x, self.mem_y = {}, {}
+        with self.timer("completion"):
+            for k in sorted(self.memories):
+                if k < ctx.t and len(self.memories[k]):
+                    self.mem_x[k] = self.restore(self.memories[k]).to(self.device)
+                    self.mem_y[k] = torch.as_tensor(self.memories[k].labels, device=self.device)
+
+    def observe(self, batch: Batch, t: int) -> float:
+        past = sorted(self.mem_x)
+        model = self.model
+        with self.timer("memory_grads"):
+            for row, k in enumerate(past):
+                model.zero_grad(set_to_none=True)
+                F.cross_entropy(model(self.mem_x[k], k), self.mem_y[k]).backward()
+                self.grads.store(row)
+        with self.timer("train_step"):
+            model.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(batch.x, t), batch.y)
+            loss.backward()
+        if past:
+            with self.timer("qp"):
+                g = self.grads.store(len(past))
+                G = self.grads.data[: len(past)]
+                if violated(g, G):
+                    self.grads.load(project(g, G, self.cfg.memory.strength))
+        with self.timer("train_step"):
+            self.opt.step()
+        self.remember(batch, t)
+        return float(loss.detach())
+
+    def remember(self, batch: Batch, t: int) -> None:
+        """Algorithm 1, lines 9–12: add the batch (after the update) to task t's FIFO memory."""
+        first = max(0, self.window_start - batch.position)
+        if first >= len(batch):
+            return
+        keep = slice(first, len(batch))
+        records = self.select(batch, keep, t)
+        with self.timer("memory_write"):
+            for rec, y, idx in zip(records, batch.y[keep].tolist(), batch.index[keep].tolist()):
+                self.fifo.add(rec, int(y), int(idx))
+
+    def after_task(self, ctx: TaskContext) -> None:
+        self.memories[ctx.t] = self.fifo.to_task_memory(
+            task=ctx.t, classes=list(ctx.task.classes), image_shape=tuple(ctx.task.x_train.shape[1:]),
+            encoding=self.encoding, mu=self.mu(),
+        )
+        self.fifo = None
+        self.mem_x, self.mem_y = {}, {}
+
+    def task_memory(self, t: int) -> TaskMemory | None:
+        return self.memories.get(t)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["memories"] = {str(k): m.to_state() for k, m in self.memories.items()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.memories = {int(k): TaskMemory.from_state(v) for k, v in state["memories"].items()}

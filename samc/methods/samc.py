@@ -1,0 +1,100 @@
+"""samc: Saliency-Augmented Memory Completion (Bai et al.), Algorithm 1 (App. C).
+
+GEM's constraint (samc.methods.gem) with a saliency-augmented episodic memory (§4.1) and memory
+completion (§4.2):
+  * line 5  — at the start of task t every past memory is completed once,
+              M̃_k = A_ξ(R(COO⁻¹(M_k))) (Eq. 4.6; ``restore``), with the variant of
+              ``samc.completion`` (zero | rule | ae | rule+ae, Table 2);
+  * line 8  — θ is updated under the constraints ⟨g, g̃_k⟩ ≥ 0 (Eq. 4.7–4.9; inherited);
+  * line 10 — after the update, x' = 1{Grad-CAM(x, f_θ, y) > μ} (Eq. 4.4; ``select``), computed
+              only for the samples that can still end up in the FIFO memory;
+  * line 12 — x' is stored sparsely, charged by its real encoded bytes (samc.memory);
+  * line 15 — after the task, ξ takes a few early-stopped steps on (masked, ground-truth) pairs
+              of the task's training set (Eq. 4.10; ``after_task``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from samc.inpaint import complete, finetune_ae
+from samc.memory import TaskMemory, encode
+from samc.methods.base import Batch, TaskContext
+from samc.methods.gem import GEM
+from samc.models import InpaintAE
+from samc.saliency import grad_cam, saliency_mask
+
+
+class SAMC(GEM):
+    name = "samc"
+    encoding = "sparse"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        channels = self.model.conv1.in_channels
+        self.ae = InpaintAE(channels).to(self.device)
+        self.ae_generator = torch.Generator().manual_seed(self.cfg.train.seed + 104729)
+        self.ae_history: list[dict[str, float]] = []
+
+    def mu(self) -> float:
+        return float(self.cfg.samc.mu)
+
+    def min_record_nbytes(self, shape: tuple[int, int, int]) -> int:
+        # A normalised saliency map reaches 1 somewhere, so for μ < 1 at least one pixel is kept:
+        # the smallest record is then a 1-pixel COO record (1 header + 2+2 index + C values).
+        return 1 + 4 + shape[0] if self.cfg.samc.mu < 1.0 else 1
+
+    def masks(self, x: torch.Tensor, y: torch.Tensor, t: int) -> np.ndarray:
+        """Eq. 4.4 for a batch: bool (B, H, W), True where the pixel is kept."""
+        with self.timer("gradcam"):
+            sal = grad_cam(self.model, x, t, y, target=self.cfg.samc.saliency_target)
+            return saliency_mask(sal, self.cfg.samc.mu).cpu().numpy()
+
+    def select(self, batch: Batch, keep: slice, t: int) -> list[bytes]:
+        masks = self.masks(batch.x[keep], batch.y[keep], t)
+        with self.timer("encode"):
+            return [encode(img, m, "sparse") for img, m in zip(batch.raw[keep], masks)]
+
+    def restore(self, memory: TaskMemory) -> torch.Tensor:
+        images, masks = memory.decode_all()
+        with self.timer("inpaint"):
+            return complete(images, masks, self.cfg.samc.completion, rule=self.cfg.samc.rule,
+                            ae=self.ae, device=self.device)
+
+    def after_task(self, ctx: TaskContext) -> None:
+        super().after_task(ctx)
+        sc = self.cfg.samc
+        if sc.completion not in ("ae", "rule+ae") or sc.ae_steps == 0:
+            return
+        with self.timer("autoencoder"):
+            x_all = ctx.task.x_train
+            n = min(sc.ae_pairs, len(x_all))
+            pick = torch.randperm(len(x_all), generator=self.ae_generator)[:n].sort().values.numpy()
+            images = x_all[pick]
+            labels = torch.as_tensor(ctx.task.y_train[pick], device=self.device)
+            masks = np.concatenate([
+                self.masks(torch.from_numpy(images[i:i + 100]).to(self.device).float().div_(255.0),
+                           labels[i:i + 100], ctx.t)
+                for i in range(0, n, 100)
+            ])
+            stats = finetune_ae(
+                self.ae, images, masks, rule=sc.rule, input_mode=sc.completion, steps=sc.ae_steps,
+                lr=sc.ae_lr, batch_size=sc.ae_batch_size, patience=sc.ae_patience,
+                generator=self.ae_generator, device=self.device,
+            )
+        self.ae_history.append({"task": ctx.t, **stats})
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["ae"] = self.ae.state_dict()
+        state["ae_generator"] = self.ae_generator.get_state()
+        state["ae_history"] = self.ae_history
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.ae.load_state_dict(state["ae"])
+        self.ae_generator.set_state(state["ae_generator"])
+        self.ae_history = list(state["ae_history"])

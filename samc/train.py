@@ -1,0 +1,252 @@
+"""The per-task training loop (Algorithm 1), evaluation, and the run state saved after each task.
+
+A run lives in ``<run.out>/<experiment>/`` with one folder per learned task::
+
+    task_<t>/state.pt       θ, ξ, optimiser, RNG and method state (episodic memories included)
+    task_<t>/memory.zarr    task t's episodic memory snapshot (samc.memory)
+    task_<t>/metrics.json   row t of the accuracy matrix, memory bytes/images, phase timings
+
+``train_task`` learns one task starting from the previous task's state, in this process or a
+fresh one, with the same result bit for bit.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from samc import io
+from samc.config import Config
+from samc.data import Task, load_source, split_tasks
+from samc.memory import describe, save_snapshot
+from samc.methods import METHODS, Batch, Method, TaskContext
+from samc.metrics import summary
+from samc.models import ResNet18
+from samc.timing import PhaseTimer
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = "samc-state"
+STATE_VERSION = 1
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU (logged); ``cuda`` without a GPU is an error."""
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device = 'cuda' but no CUDA device is available; "
+                               "use train.device = 'auto' or 'cpu'")
+        return torch.device("cuda")
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        log.info("train.device = auto: no CUDA device found, running on the CPU")
+    return torch.device("cpu")
+
+
+def experiment_name(cfg: Config) -> str:
+    """<dataset>-<method>-s<seed>-<hash of every parameter but run.out>."""
+    return f"{cfg.dataset.name}-{cfg.train.method}-s{cfg.train.seed}-{cfg.digest(('dataset', 'train', 'memory', 'samc'))}"
+
+
+def load_tasks(cfg: Config) -> list[Task]:
+    ds = cfg.dataset
+    train, test = load_source(
+        ds.name, root=ds.root, image_size=ds.image_size, download=ds.download, seed=ds.shapes_seed,
+        limit_per_class=ds.limit_per_class, shapes_train_per_class=ds.shapes_train_per_class,
+        shapes_test_per_class=ds.shapes_test_per_class,
+    )
+    return split_tasks(train, test, ds.n_tasks, ds.classes_per_task, ds.class_order, seed=cfg.train.seed)
+
+
+@dataclass
+class Learner:
+    """The classifier, the method that trains it, and where they run."""
+
+    cfg: Config
+    model: ResNet18
+    method: Method
+    device: torch.device
+    timer: PhaseTimer
+
+    @classmethod
+    def create(cls, cfg: Config, in_channels: int = 3) -> "Learner":
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        device = resolve_device(cfg.train.device)
+        torch.manual_seed(cfg.train.seed)
+        model = ResNet18(cfg.dataset.n_tasks, cfg.dataset.classes_per_task, in_channels=in_channels).to(device)
+        timer = PhaseTimer()
+        method = METHODS[cfg.train.method](model, cfg, device, timer)
+        return cls(cfg, model, method, device, timer)
+
+    # -- state -------------------------------------------------------------------------------------
+    def state_dict(self, task: int) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT, "version": STATE_VERSION, "task": task,
+            "config_digest": self.cfg.digest(("dataset", "train", "memory", "samc")),
+            "model": self.model.state_dict(), "method": self.method.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "state") -> int:
+        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+            raise ValueError(f"{source}: not a samc run state (format {state.get('format')!r}, "
+                             f"version {state.get('version')!r})")
+        want = self.cfg.digest(("dataset", "train", "memory", "samc"))
+        if state["config_digest"] != want:
+            raise ValueError(f"{source}: saved with different parameters (digest {state['config_digest']}, "
+                             f"current {want}); it belongs to another experiment")
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["task"])
+
+
+def evaluate(model: ResNet18, tasks: list[Task], device: torch.device, batch_size: int = 500) -> list[float]:
+    """Test accuracy (%) on every task, seen and unseen, with its own head (eval mode)."""
+    was_training = model.training
+    model.eval()
+    accs = []
+    with torch.no_grad():
+        for t, task in enumerate(tasks):
+            correct = 0
+            for i in range(0, len(task.y_test), batch_size):
+                x = torch.from_numpy(task.x_test[i:i + batch_size]).to(device).float().div_(255.0)
+                y = torch.from_numpy(task.y_test[i:i + batch_size]).to(device)
+                correct += int((model(x, t).argmax(1) == y).sum())
+            accs.append(100.0 * correct / max(1, len(task.y_test)))
+    model.train(was_training)
+    return accs
+
+
+def stream_order(cfg: Config, task: Task, t: int) -> np.ndarray:
+    """The task's sample stream: one seeded permutation of its training set per epoch."""
+    gen = torch.Generator().manual_seed(cfg.train.seed * 100_003 + t)
+    n = len(task.y_train)
+    return np.concatenate([torch.randperm(n, generator=gen).numpy() for _ in range(cfg.train.epochs)])
+
+
+def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = True) -> dict[str, Any]:
+    """Learn task t (0-based) and return its metrics row (accuracies after the task, memory, timings)."""
+    cfg, method, device = learner.cfg, learner.method, learner.device
+    task = tasks[t]
+    learner.timer.reset()
+    start = time.perf_counter()
+    baseline = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size) if t == 0 else None
+    order = stream_order(cfg, task, t)
+    ctx = TaskContext(t=t, task=task, stream_length=len(order), n_tasks=len(tasks))
+    learner.model.train()
+    method.before_task(ctx)
+    bs = cfg.train.batch_size
+    losses = []
+    bar = tqdm(range(0, len(order), bs), desc=f"{cfg.train.method} task {t + 1}/{len(tasks)}",
+               disable=not progress, leave=False)
+    for pos in bar:
+        idx = order[pos:pos + bs]
+        raw = task.x_train[idx]
+        batch = Batch(
+            x=torch.from_numpy(raw).to(device).float().div_(255.0),
+            y=torch.from_numpy(task.y_train[idx]).to(device),
+            raw=raw, index=idx, position=pos,
+        )
+        losses.append(method.observe(batch, t))
+    method.after_task(ctx)
+    with learner.timer("evaluate"):
+        accs = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size)
+    memory = method.task_memory(t)
+    row: dict[str, Any] = {
+        "task": t + 1,
+        "accuracies": accs,
+        "train_loss": float(np.mean(losses)) if losses else None,
+        "steps": len(losses),
+        "memory": describe(memory) if memory is not None else None,
+        "timings": {**learner.timer.as_dict(), "total": round(time.perf_counter() - start, 4)},
+    }
+    if baseline is not None:
+        row["baseline_accuracies"] = baseline
+    log.info("task %d/%d: accuracies %s", t + 1, len(tasks), " ".join(f"{a:.1f}" for a in accs))
+    return row
+
+
+def task_dir(run_dir: Path, t: int) -> Path:
+    return Path(run_dir) / f"task_{t + 1}"
+
+
+def save_task(learner: Learner, run_dir: Path, t: int, row: dict[str, Any]) -> None:
+    """Write task t's outputs; metrics.json last, so its presence marks a complete task."""
+    out = task_dir(run_dir, t)
+    out.mkdir(parents=True, exist_ok=True)
+    io.save_torch(out / "state.pt", learner.state_dict(t))
+    memory = learner.method.task_memory(t)
+    if memory is not None:
+        save_snapshot(memory, out / "memory.zarr")
+    io.write_json(out / "metrics.json", row)
+
+
+def completed_tasks(run_dir: Path, n_tasks: int) -> int:
+    """How many leading tasks of a run have complete outputs."""
+    t = 0
+    while t < n_tasks and (task_dir(run_dir, t) / "metrics.json").is_file() \
+            and (task_dir(run_dir, t) / "state.pt").is_file():
+        t += 1
+    return t
+
+
+def resume(cfg: Config, run_dir: Path, t: int, in_channels: int = 3) -> Learner:
+    """A learner ready for task t (0-based): fresh for t = 0, else loaded from task t-1's state."""
+    learner = Learner.create(cfg, in_channels)
+    if t > 0:
+        path = task_dir(run_dir, t - 1) / "state.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the state after task {t} is missing; run task {t} first")
+        done = learner.load_state_dict(io.load_torch(path), str(path))
+        if done != t - 1:
+            raise ValueError(f"{path}: holds the state after task {done + 1}, expected task {t}")
+    return learner
+
+
+def accuracy_matrix(rows: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([r["accuracies"] for r in rows], dtype=float)
+
+
+def collect(run_dir: Path, n_tasks: int) -> dict[str, Any]:
+    """The run's metrics: accuracy matrix, ACC, BWT (both conventions), FWT, memory, timings."""
+    rows = [io.read_json(task_dir(run_dir, t) / "metrics.json") for t in range(n_tasks)]
+    R = accuracy_matrix(rows)
+    baseline = rows[0].get("baseline_accuracies")
+    out = {
+        **summary(R, np.array(baseline) if baseline else None),
+        "accuracy_matrix": R.round(4).tolist(),
+        "memory_images": [r["memory"]["n_images"] if r["memory"] else 0 for r in rows],
+        "memory_bytes": [r["memory"]["nbytes"] if r["memory"] else 0 for r in rows],
+        "timings": [r["timings"] for r in rows],
+        "wall_s": round(sum(r["timings"]["total"] for r in rows), 3),
+    }
+    return out
+
+
+def run_stream(cfg: Config, run_dir: Path | None = None, progress: bool = True,
+               tasks: list[Task] | None = None, stop_after: int | None = None) -> dict[str, Any]:
+    """Learn the whole stream in this process, resuming after the last completed task."""
+    run_dir = Path(run_dir or Path(cfg.run.out) / experiment_name(cfg))
+    tasks = tasks if tasks is not None else load_tasks(cfg)
+    T = len(tasks)
+    start = completed_tasks(run_dir, T)
+    if start:
+        log.info("%s: tasks 1..%d already complete, resuming at task %d", run_dir, start, start + 1)
+    learner = resume(cfg, run_dir, start, in_channels=tasks[0].x_train.shape[1]) if start < T else None
+    end = T if stop_after is None else min(T, stop_after)
+    for t in range(start, end):
+        row = train_task(learner, tasks, t, progress)
+        save_task(learner, run_dir, t, row)
+    if end < T:
+        return {}
+    result = collect(run_dir, T)
+    io.write_json(run_dir / "metrics.json", result)
+    return result

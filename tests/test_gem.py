@@ -1,0 +1,83 @@
+"""GEM's projection (samc.gem) against a brute-force solution of the primal problem."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from samc.gem import GradBuffer, agem_project, project, violated
+
+
+def brute_force_projection(g: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """argmin_z ||z - g||² s.t. G z ≥ 0, by enumerating active sets and checking KKT."""
+    best, best_d = None, np.inf
+    t = G.shape[0]
+    for r in range(t + 1):
+        for S in itertools.combinations(range(t), r):
+            S = list(S)
+            if S:
+                GS = G[S]
+                lam = -np.linalg.solve(GS @ GS.T, GS @ g)  # KKT: z = g + G_Sᵀλ, λ ≥ 0
+                if (lam < -1e-9).any():
+                    continue
+                z = g + GS.T @ lam
+            else:
+                z = g.copy()
+            if (G @ z < -1e-7).any():
+                continue
+            d = np.sum((z - g) ** 2)
+            if d < best_d:
+                best, best_d = z, d
+    return best
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_projection_is_the_closest_feasible_gradient(seed):
+    rng = np.random.default_rng(seed)
+    t, p = rng.integers(1, 5), 12
+    G = rng.normal(size=(t, p))
+    g = rng.normal(size=p) - G.sum(0)  # make violations likely
+    z = project(torch.tensor(g), torch.tensor(G), margin=0.0, eps=1e-10).numpy()
+    assert (G @ z >= -1e-6).all()
+    np.testing.assert_allclose(z, brute_force_projection(g, G), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_projection_with_margin_satisfies_every_constraint(seed):
+    rng = np.random.default_rng(100 + seed)
+    G = torch.tensor(rng.normal(size=(4, 50)), dtype=torch.float32)
+    g = torch.tensor(rng.normal(size=50), dtype=torch.float32) - G.sum(0)
+    assert violated(g, G)
+    z = project(g, G, margin=0.5, eps=1e-9)
+    assert z.dtype == torch.float32
+    assert (G @ z >= -1e-5).all()
+    # GEM's default regulariser eps relaxes each constraint by at most eps * v_k (v_k ~ 1 here)
+    z = project(g, G, margin=0.5)
+    assert (G @ z >= -5e-3).all()
+
+
+def test_no_violation_means_no_projection_needed():
+    G = torch.eye(3, 5)
+    g = torch.tensor([1.0, 2.0, 0.0, -1.0, 3.0])
+    assert not violated(g, G)
+
+
+def test_agem_projection():
+    g = torch.tensor([1.0, -2.0])
+    ref = torch.tensor([0.0, 1.0])
+    z = agem_project(g, ref)
+    assert torch.dot(z, ref) == pytest.approx(0.0, abs=1e-7)
+    torch.testing.assert_close(z, torch.tensor([1.0, 0.0]))
+    ok = torch.tensor([1.0, 1.0])
+    assert agem_project(ok, ref) is ok
+
+
+def test_grad_buffer_round_trip():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    model(torch.randn(5, 3)).sum().backward()
+    buf = GradBuffer(model.parameters(), 2)
+    flat = buf.store(0).clone()
+    expected = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    torch.testing.assert_close(flat, expected)
+    buf.load(flat * 2)
+    torch.testing.assert_close(torch.cat([p.grad.reshape(-1) for p in model.parameters()]), expected * 2)

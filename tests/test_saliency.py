@@ -1,0 +1,93 @@
+"""Grad-CAM saliency (Eq. 4.3–4.4, App. D) on a classifier trained briefly on shapes."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from samc.data import load_source, split_tasks
+from samc.models import ResNet18
+from samc.saliency import grad_cam, saliency_mask
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A ResNet-18 trained for 3 epochs on the first shapes task (circle vs square)."""
+    torch.manual_seed(0)
+    train, test = load_source("shapes", seed=7, shapes_train_per_class=300, shapes_test_per_class=50)
+    task = split_tasks(train, test, 5, 2)[0]
+    model = ResNet18(5, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    x_all = torch.from_numpy(task.x_train).float() / 255
+    y_all = torch.from_numpy(task.y_train)
+    model.train()
+    for _ in range(3):
+        for idx in torch.randperm(len(y_all), generator=gen).split(20):
+            opt.zero_grad()
+            F.cross_entropy(model(x_all[idx], 0), y_all[idx]).backward()
+            opt.step()
+    return model, task
+
+
+def test_pointing_game(trained):
+    model, task = trained
+    x = torch.from_numpy(task.x_test).float() / 255
+    y = torch.from_numpy(task.y_test)
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x, 0).argmax(1) == y).float().mean().item()
+    assert accuracy > 0.8, f"classifier not trained enough for the test ({accuracy:.2f})"
+    sal = grad_cam(model, x, 0, y).numpy()
+    peaks = sal.reshape(len(sal), -1).argmax(1)
+    rows, cols = np.unravel_index(peaks, sal.shape[1:])
+    hits = task.masks_test[np.arange(len(sal)), rows, cols]
+    assert hits.mean() >= 0.8, f"pointing game {hits.mean():.2f}"
+
+
+def test_maps_are_normalised_and_masks_shrink_with_mu(trained):
+    model, task = trained
+    x = torch.from_numpy(task.x_test[:40]).float() / 255
+    y = torch.from_numpy(task.y_test[:40])
+    sal = grad_cam(model, x, 0, y)
+    assert sal.shape == (40, 32, 32)
+    assert torch.isfinite(sal).all() and sal.min() >= 0 and sal.max() <= 1
+    assert torch.allclose(sal.amax(dim=(1, 2)), torch.ones(40))
+    kept = [saliency_mask(sal, mu).float().mean().item() for mu in (0.1, 0.3, 0.5, 0.6, 0.7, 0.9)]
+    assert all(a > b for a, b in zip(kept, kept[1:])), kept
+
+
+def test_gradcam_leaves_the_classifier_untouched(trained):
+    model, task = trained
+    model.train()
+    for p in model.parameters():
+        p.grad = None
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.from_numpy(task.x_test[:10]).float() / 255
+    grad_cam(model, x, 0, torch.from_numpy(task.y_test[:10]))
+    assert model.training, "train/eval mode must be restored"
+    assert all(p.grad is None for p in model.parameters()), "no gradient may leak into θ"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, buffers[k]), f"{k} changed (BatchNorm statistics must be untouched)"
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+
+
+def test_batched_equals_per_image(trained):
+    model, task = trained
+    x = torch.from_numpy(task.x_test[:6]).float() / 255
+    y = torch.from_numpy(task.y_test[:6])
+    batched = grad_cam(model, x, 0, y)
+    single = torch.cat([grad_cam(model, x[i:i + 1], 0, y[i:i + 1]) for i in range(6)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
+
+
+def test_targets_and_constant_maps():
+    model = ResNet18(2, 2)
+    for p in model.heads.parameters():
+        torch.nn.init.zeros_(p)  # every logit 0 → ∂f/∂A = 0 → a constant (zero) map
+    x = torch.rand(3, 3, 32, 32)
+    sal = grad_cam(model, x, 0, torch.zeros(3, dtype=torch.long))
+    assert torch.equal(sal, torch.ones_like(sal)), "a constant map keeps every pixel, never NaN"
+    pred = grad_cam(model, x, 0, target="predicted")
+    assert pred.shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="target"):
+        grad_cam(model, x, 0, target="nope")
