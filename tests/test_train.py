@@ -1,0 +1,81 @@
+"""The trainer: resume bit-for-bit, the saliency window, and the CLI end to end (tiny shapes)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from samc import cli
+from samc.memory import load_snapshot
+from samc.methods.samc import SAMC
+from samc.train import load_tasks, run_stream
+from tests.helpers import ROOT, tiny_config
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return load_tasks(tiny_config())
+
+
+@pytest.mark.parametrize("method", ["samc", "er"])
+def test_resume_after_task_2_equals_uninterrupted(tmp_path, tasks, method):
+    cfg = tiny_config(f"train.method={method}")
+    full = run_stream(cfg, tmp_path / "full", progress=False, tasks=tasks)
+    assert run_stream(cfg, tmp_path / "split", progress=False, tasks=tasks, stop_after=2) == {}
+    assert not (tmp_path / "split" / "task_3").exists()
+    resumed = run_stream(cfg, tmp_path / "split", progress=False, tasks=tasks)  # a fresh learner
+    assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
+    assert resumed["memory_bytes"] == full["memory_bytes"]
+    a = torch.load(tmp_path / "full" / "task_3" / "state.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "split" / "task_3" / "state.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_saliency_window_gives_the_per_batch_memory(tmp_path, tasks, monkeypatch):
+    """Masks for only the samples that can still reach the FIFO memory = masks for every batch."""
+    cfg = tiny_config("train.method=samc", "dataset.n_tasks=2", "samc.completion=rule")
+    run_stream(cfg, tmp_path / "window", progress=False, tasks=tasks[:2])
+    calls = []
+    orig = SAMC.masks
+
+    def counting(self, x, y, t):
+        calls.append(len(x))
+        return orig(self, x, y, t)
+
+    monkeypatch.setattr(SAMC, "min_record_nbytes", lambda self, shape: 1)  # window = whole stream
+    monkeypatch.setattr(SAMC, "masks", counting)
+    run_stream(cfg, tmp_path / "all", progress=False, tasks=tasks[:2])
+    assert sum(calls) >= len(tasks[0].y_train)
+    for t in (1, 2):
+        a = load_snapshot(tmp_path / "window" / f"task_{t}" / "memory.zarr")
+        b = load_snapshot(tmp_path / "all" / f"task_{t}" / "memory.zarr")
+        assert a.records == b.records
+        np.testing.assert_array_equal(a.indices, b.indices)
+        # FIFO: the memory is the end of the task's stream
+        assert len(a) > 10 and a.nbytes <= a.budget
+
+
+def test_memory_budget_and_snapshot_round_trip(tmp_path, tasks):
+    cfg = tiny_config("train.method=samc", "samc.mu=0.6")
+    result = run_stream(cfg, tmp_path / "run", progress=False, tasks=tasks)
+    for t in range(3):
+        row = json.loads((tmp_path / "run" / f"task_{t + 1}" / "metrics.json").read_text())
+        mem = load_snapshot(tmp_path / "run" / f"task_{t + 1}" / "memory.zarr", expect={"mu": 0.6, "task": t})
+        assert mem.nbytes <= mem.budget == 10 * 3 * 32 * 32
+        assert row["memory"]["n_images"] == len(mem) > 10  # sparse memories hold more than 10 images
+        state = torch.load(tmp_path / "run" / f"task_{t + 1}" / "state.pt", weights_only=True)
+        assert state["task"] == t
+    assert len(result["accuracy_matrix"]) == 3
+    assert {"acc", "bwt", "bwt_gem_code", "fwt"} <= set(result)
+
+
+def test_cli_run_prints_matrix_and_rejects_bad_params(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    code = cli.main(["run", "--params", str(params), "--out", str(tmp_path / "r"), "--no-progress",
+                     "--set", "dataset.n_tasks=2", "--set", "dataset.shapes_train_per_class=20",
+                     "--set", "dataset.shapes_test_per_class=10", "--set", "train.method=gem"])
+    out = capsys.readouterr().out
+    assert code == 0 and "ACC" in out and "BWT" in out and "after task" in out
+    assert cli.main(["run", "--params", str(params), "--set", "samc.mu=2"]) == 2
+    assert not (tmp_path / "runs").exists()
