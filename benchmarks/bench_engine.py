@@ -1,0 +1,123 @@
+"""Engine benchmark: prints, measured side by side in one run on the same data,
+  1. the cost of one GEM step vs one plain SGD step as the number of past tasks grows;
+  2. bytes per stored image, our sparse encoding vs COO vs dense, at several μ (cf. Table 4);
+  3. wall time per task of `samc` vs `gem` and the images each stores per task.
+
+    python benchmarks/bench_engine.py                       # shapes, quick
+    python benchmarks/bench_engine.py --dataset cifar10 --root data/cifar10 --tasks 5
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from samc import config
+from samc.gem import GradBuffer, project, violated
+from samc.memory import coo_nbytes, encode
+from samc.models import ResNet18
+from samc.saliency import grad_cam, saliency_mask
+from samc.train import load_tasks, run_stream
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gem_step_cost(past_tasks: int, repeats: int = 5) -> tuple[float, float]:
+    """Median seconds of one plain SGD step and one reference-style GEM step (batch 10, 32x32)."""
+    model = ResNet18(past_tasks + 1, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.rand(10, 3, 32, 32), torch.randint(0, 2, (10,))
+    mem = [(torch.rand(10, 3, 32, 32), torch.randint(0, 2, (10,))) for _ in range(past_tasks)]
+    buf = GradBuffer(model.parameters(), past_tasks + 1)
+    sgd, gem = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.zero_grad()
+        F.cross_entropy(model(x, past_tasks), y).backward()
+        opt.step()
+        sgd.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for k, (mx, my) in enumerate(mem):
+            model.zero_grad()
+            F.cross_entropy(model(mx, k), my).backward()
+            buf.store(k)
+        model.zero_grad()
+        F.cross_entropy(model(x, past_tasks), y).backward()
+        g = buf.store(past_tasks)
+        G = buf.data[:past_tasks]
+        if violated(g, G):
+            buf.load(project(g, G, 0.5))
+        opt.step()
+        gem.append(time.perf_counter() - t0)
+    return statistics.median(sgd), statistics.median(gem)
+
+
+def bytes_per_image(cfg: config.Config, mus: list[float]) -> None:
+    tasks = load_tasks(cfg)
+    task = tasks[0]
+    torch.manual_seed(0)
+    model = ResNet18(len(tasks), cfg.dataset.classes_per_task)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr)
+    xs = torch.from_numpy(task.x_train).float() / 255
+    ys = torch.from_numpy(task.y_train)
+    for idx in torch.randperm(len(ys))[:2000].split(10):  # a briefly trained classifier
+        opt.zero_grad()
+        F.cross_entropy(model(xs[idx], 0), ys[idx]).backward()
+        opt.step()
+    n = min(200, len(ys))
+    sal = grad_cam(model, xs[:n], 0, ys[:n])
+    dense = int(np.prod(task.x_train.shape[1:]))
+    print(f"\n{'mu':>5} {'kept':>6} {'sparse B/img':>13} {'COO B/img':>10} {'dense B/img':>12} {'images/budget':>14}")
+    for mu in mus:
+        masks = saliency_mask(sal, mu).numpy()
+        sparse = [len(encode(task.x_train[i], masks[i], "sparse")) for i in range(n)]
+        coo = [coo_nbytes(int(masks[i].sum()), task.x_train.shape[1]) for i in range(n)]
+        per = float(np.mean(sparse))
+        print(f"{mu:5.2f} {masks.mean():6.3f} {per:13.1f} {np.mean(coo):10.1f} {dense:12d} "
+              f"{cfg.memory.images_per_task * dense / per:14.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="shapes")
+    ap.add_argument("--root")
+    ap.add_argument("--tasks", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="/tmp/samc-bench")
+    ap.add_argument("--skip-runs", action="store_true", help="only the step-cost and bytes tables")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    sets = [f"dataset.name={args.dataset}", f"dataset.n_tasks={args.tasks}", f"train.threads={args.threads}",
+            "train.device=cpu"]
+    if args.root:
+        sets.append(f"dataset.root={args.root}")
+    cfg = config.load(ROOT / "params.yaml", sets)
+
+    print(f"{'past tasks':>10} {'SGD step s':>11} {'GEM step s':>11} {'ratio':>6}")
+    for k in (1, 4, 19):
+        s, g = gem_step_cost(k)
+        print(f"{k:10d} {s:11.4f} {g:11.4f} {g / s:6.2f}")
+    bytes_per_image(cfg, [0.3, 0.5, 0.6, 0.7, 0.8])
+    if args.skip_runs:
+        return
+    results = {}
+    for method in ("gem", "samc"):
+        c = config.load(ROOT / "params.yaml", [*sets, f"train.method={method}"])
+        results[method] = run_stream(c, Path(args.out) / method, progress=False)
+    print(f"\n{'task':>4} {'gem s':>8} {'samc s':>8} {'samc/gem':>9} {'gem imgs':>9} {'samc imgs':>10}")
+    for t in range(args.tasks):
+        g, s = results["gem"]["timings"][t]["total"], results["samc"]["timings"][t]["total"]
+        print(f"{t + 1:4d} {g:8.1f} {s:8.1f} {s / g:9.3f} {results['gem']['memory_images'][t]:9d} "
+              f"{results['samc']['memory_images'][t]:10d}")
+    print(f"ACC gem {results['gem']['acc']:.2f}  samc {results['samc']['acc']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
