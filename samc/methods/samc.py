@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from samc.inpaint import complete, finetune_ae
-from samc.memory import TaskMemory, encode
+from samc.memory import TaskMemory, encode, min_record_nbytes
 from samc.methods.base import Batch, TaskContext
 from samc.methods.gem import GEM
 from samc.models import InpaintAE
@@ -42,9 +42,9 @@ class SAMC(GEM):
         return float(self.cfg.samc.mu)
 
     def min_record_nbytes(self, shape: tuple[int, int, int]) -> int:
-        # A normalised saliency map reaches 1 somewhere, so for μ < 1 at least one pixel is kept:
-        # the smallest record is then a 1-pixel COO record (1 header + 2+2 index + C values).
-        return 1 + 4 + shape[0] if self.cfg.samc.mu < 1.0 else 1
+        # A normalised saliency map reaches 1 somewhere, so for μ < 1 at least one pixel is kept;
+        # samc.memory proves the smallest sparse record such an image can have.
+        return min_record_nbytes(shape, "sparse", 1 if self.cfg.samc.mu < 1.0 else 0)
 
     def masks(self, x: torch.Tensor, y: torch.Tensor, t: int) -> np.ndarray:
         """Eq. 4.4 for a batch: bool (B, H, W), True where the pixel is kept."""
