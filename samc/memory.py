@@ -750,6 +750,21 @@ class TaskMemory:
         }
 
     @classmethod
+    def from_parts(cls, meta: dict, records: list[bytes], arrays: dict) -> "TaskMemory":
+        """A TaskMemory from its metadata (state dict or Zarr attrs) and decoded arrays."""
+        return cls(
+            task=meta["task"],
+            classes=list(meta["classes"]),
+            image_shape=tuple(meta["image_shape"]),  # type: ignore[arg-type]
+            encoding=meta["encoding"],
+            mu=meta["mu"],
+            budget=meta["budget"],
+            records=records,
+            labels=arrays["labels"],
+            indices=arrays["indices"],
+        )
+
+    @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> TaskMemory:
         """Inverse of :meth:`to_state`, verifying format, offsets and digest."""
         if not isinstance(state, Mapping):
@@ -778,17 +793,7 @@ class TaskMemory:
             if digest != state["sha256"]:
                 raise MemoryFormatError("state['sha256']: digest mismatch, memory state is corrupt")
         records = _split_records(arrays["records"], arrays["offsets"], "state")
-        return cls(
-            task=state["task"],
-            classes=list(state["classes"]),
-            image_shape=tuple(state["image_shape"]),  # type: ignore[arg-type]
-            encoding=state["encoding"],
-            mu=state["mu"],
-            budget=state["budget"],
-            records=records,
-            labels=arrays["labels"],
-            indices=arrays["indices"],
-        )
+        return cls.from_parts(state, records, arrays)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1009,17 +1014,7 @@ def load_snapshot(path: str | os.PathLike[str], *, expect: Mapping[str, Any] | N
     if digest != attrs["sha256"]:
         raise MemoryFormatError(f"{where}: attr 'sha256' does not match the stored arrays (corrupt)")
     try:
-        return TaskMemory(
-            task=attrs["task"],
-            classes=list(attrs["classes"]),
-            image_shape=tuple(attrs["image_shape"]),  # type: ignore[arg-type]
-            encoding=attrs["encoding"],
-            mu=attrs["mu"],
-            budget=attrs["budget"],
-            records=records,
-            labels=arrays["labels"],
-            indices=arrays["indices"],
-        )
+        return TaskMemory.from_parts(attrs, records, arrays)
     except (MemoryFormatError, TypeError, ValueError) as exc:
         raise MemoryFormatError(f"{where}: bad attrs: {exc}") from exc
 
