@@ -1,4 +1,4 @@
-"""Command line: ``samc run | prepare | train-task | evaluate | memory show``.
+"""Command line: ``samc run | prepare | train-task | evaluate | report | dvc-yaml | memory show/diff``.
 
 Every command reads the one configuration, ``params.yaml`` (``--params``), with optional
 ``--set section.key=value`` overrides, validated before any work is done.
@@ -47,40 +47,117 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_task(args: argparse.Namespace) -> int:
-    from samc.train import load_tasks, resume, save_task, train_task
+def _load_raw(args: argparse.Namespace) -> dict:
+    cfg = config_mod.load(args.params, args.overrides)  # validates, names the file on error
+    import yaml
+
+    return yaml.safe_load(Path(args.params).read_text())
+
+
+def _experiment(args: argparse.Namespace):
+    """(config of the experiment, its name) for the pipeline commands."""
+    from samc import pipeline
+
+    raw = _load_raw(args)
+    return pipeline.experiment_config(raw, args.experiment, tuple(args.overrides)), args.experiment
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from samc import pipeline
+    from samc.data.store import dataset_params, write_tasks
+    from samc.train import load_tasks
 
     cfg = config_mod.load(args.params, args.overrides)
+    out = Path(args.out or pipeline.PREPARED)
     tasks = load_tasks(cfg)
+    write_tasks(tasks, out, dataset_params(cfg))
+    print(f"prepared {len(tasks)} tasks in {out}: " + ", ".join(
+        f"task {t.index + 1} {t.class_names} ({len(t.y_train)}/{len(t.y_test)})" for t in tasks))
+    return 0
+
+
+def cmd_train_task(args: argparse.Namespace) -> int:
+    from samc import pipeline
+    from samc.train import load_tasks, resume, save_task, train_task
+
+    cfg, exp = _experiment(args)
+    data = Path(args.data or pipeline.PREPARED)
+    tasks = load_tasks(cfg, data if data.exists() or args.data else None)
     t = args.task - 1
     if not 0 <= t < len(tasks):
         raise config_mod.ConfigError(f"--task {args.task}: must be between 1 and {len(tasks)}")
-    learner = resume(cfg, Path(args.run_dir), t, in_channels=tasks[0].x_train.shape[1])
+    run_dir = Path(args.run_dir or pipeline.run_dir(cfg, exp))
+    learner = resume(cfg, run_dir, t, in_channels=tasks[0].x_train.shape[1])
     row = train_task(learner, tasks, t, progress=not args.no_progress)
-    save_task(learner, Path(args.run_dir), t, row)
-    print(json.dumps({"task": args.task, "accuracies": row["accuracies"]}))
+    save_task(learner, run_dir, t, row)
+    print(json.dumps({"experiment": exp, "task": args.task, "accuracies": row["accuracies"]}))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from samc import io
+    from samc import pipeline
+    from samc.report import write_experiment_results
     from samc.train import collect
 
-    cfg = config_mod.load(args.params, args.overrides)
-    result = collect(Path(args.run_dir), cfg.dataset.n_tasks)
-    io.write_json(Path(args.run_dir) / "metrics.json", result)
+    cfg, exp = _experiment(args)
+    run_dir = Path(args.run_dir or pipeline.run_dir(cfg, exp))
+    result = collect(run_dir, cfg.dataset.n_tasks)
+    result["experiment"] = exp
+    out = Path(args.out or pipeline.results_dir(exp))
+    write_experiment_results(result, out, f"{exp}: {cfg.dataset.name}, {cfg.train.method}, seed {cfg.train.seed}")
     print(_format_matrix(result["accuracy_matrix"]))
-    print(f"ACC {result['acc']:.2f}  BWT {result['bwt']:.2f}")
+    print(f"ACC {result['acc']:.2f}  BWT {result['bwt']:.2f} (paper)  BWT {result['bwt_gem_code']:.2f} (GEM code)")
+    print(f"wrote {out}/metrics.json, accuracy.csv, accuracy_matrix.png, first_task.png")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from samc import io, pipeline
+    from samc.report import write_report
+
+    cfg = config_mod.load(args.params, args.overrides)
+    results = {}
+    for exp in pipeline.experiments(cfg):
+        path = Path(pipeline.results_dir(exp.name)) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; run `samc evaluate --experiment {exp.name}` first")
+        results[exp.name] = io.read_json(path)
+    write_report(results, Path(pipeline.RESULTS), cfg.to_dict())
+    print((Path(pipeline.RESULTS) / "report.md").read_text().split("## Provenance")[0])
+    return 0
+
+
+def cmd_dvc_yaml(args: argparse.Namespace) -> int:
+    from samc import pipeline
+
+    cfg = config_mod.load(args.params, args.overrides)
+    text = pipeline.dvc_yaml(cfg, args.params)
+    if args.check:
+        current = Path(args.out).read_text() if Path(args.out).is_file() else ""
+        if current != text:
+            log.error("%s is stale: run `samc dvc-yaml` to regenerate it from samc/pipeline.py", args.out)
+            return 1
+        print(f"{args.out} is up to date")
+        return 0
+    pipeline.write_dvc_yaml(cfg, args.out, args.params)
+    print(f"wrote {args.out} ({len(pipeline.stages(cfg))} stages)")
     return 0
 
 
 def cmd_memory_show(args: argparse.Namespace) -> int:
-    from samc.memory import describe, load_snapshot
+    from samc.memory_view import show
 
-    mem = load_snapshot(args.snapshot)
-    info = describe(mem)
-    for k, v in info.items():
-        print(f"{k:>20}: {v}")
+    for line in show(Path(args.snapshot), png=Path(args.png) if args.png else None,
+                     data=Path(args.data) if args.data else None, n=args.n):
+        print(line)
+    return 0
+
+
+def cmd_memory_diff(args: argparse.Namespace) -> int:
+    from samc.memory_view import diff
+
+    for line in diff(Path(args.a), Path(args.b)):
+        print(line)
     return 0
 
 
@@ -95,23 +172,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("train-task", help="learn one task from the previous task's state")
+    p = sub.add_parser("prepare", help="split the dataset into tasks and write them as Zarr (data/prepared)")
     _add_config_args(p)
+    p.add_argument("--out", help="folder (default: data/prepared)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train-task", help="learn one task of an experiment from the previous task's state")
+    _add_config_args(p)
+    p.add_argument("--experiment", default="main", help="experiment of the grid (default: main)")
     p.add_argument("--task", type=int, required=True, help="1-based task number")
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--run-dir", help="default: <run.out>/<experiment>")
+    p.add_argument("--data", help="prepared tasks (default: data/prepared when present, else the source)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_task)
 
-    p = sub.add_parser("evaluate", help="accuracy matrix, ACC and BWT of a finished run")
+    p = sub.add_parser("evaluate", help="accuracy matrix, ACC, BWT and plots of a finished experiment")
     _add_config_args(p)
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--experiment", default="main")
+    p.add_argument("--run-dir", help="default: <run.out>/<experiment>")
+    p.add_argument("--out", help="default: results/<experiment>")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="one table over every experiment of the grid (results/report.md)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("dvc-yaml", help="render dvc.yaml from the pipeline's stages (samc/pipeline.py)")
+    _add_config_args(p)
+    p.add_argument("--out", default="dvc.yaml")
+    p.add_argument("--check", action="store_true", help="exit 1 when the file differs (stale)")
+    p.set_defaults(func=cmd_dvc_yaml)
 
     p = sub.add_parser("memory", help="inspect episodic-memory snapshots")
     msub = p.add_subparsers(dest="memory_command", required=True)
-    q = msub.add_parser("show", help="statistics of one snapshot (task_<t>/memory.zarr)")
-    q.add_argument("snapshot")
+    q = msub.add_parser("show", help="statistics of one snapshot, and a PNG grid of its images")
+    q.add_argument("snapshot", help="task_<t> folder of a run, or its memory.zarr")
+    q.add_argument("--png", help="write the grid here: ground truth, mask, masked, rule, autoencoder")
+    q.add_argument("--data", help="prepared tasks for the ground truth (default: data/prepared when present)")
+    q.add_argument("-n", type=int, default=8, help="images in the grid (default 8)")
     q.set_defaults(func=cmd_memory_show)
+    q = msub.add_parser("diff", help="compare two snapshots (two tasks, or one task of two runs)")
+    q.add_argument("a")
+    q.add_argument("b")
+    q.set_defaults(func=cmd_memory_diff)
     return parser
 
 
@@ -121,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (config_mod.ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (config_mod.ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         log.error("%s", exc)
         return 2
 

@@ -36,6 +36,7 @@ class DatasetConfig:
     shapes_train_per_class: int
     shapes_test_per_class: int
     shapes_seed: int
+    split_seed: int
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class MemoryConfig:
     images_per_task: int
     strength: float
     agem_ref_size: int
+    grad_mode: str
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,22 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class GridConfig:
+    """The pipeline's experiments: methods x seeds x mu (an empty list keeps the section's value)."""
+
+    method: list[str]
+    seed: list[int]
+    mu: list[float]
+
+
+@dataclass(frozen=True)
 class Config:
     dataset: DatasetConfig
     train: TrainConfig
     memory: MemoryConfig
     samc: SamcConfig
     run: RunConfig
+    grid: GridConfig
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,7 +108,7 @@ class Config:
 
 _CLASSES = {
     "dataset": DatasetConfig, "train": TrainConfig, "memory": MemoryConfig,
-    "samc": SamcConfig, "run": RunConfig,
+    "samc": SamcConfig, "run": RunConfig, "grid": GridConfig,
 }
 
 

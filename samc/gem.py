@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 import quadprog
 import torch
+import torch.nn.functional as F
 
 
 class GradBuffer:
@@ -73,3 +74,78 @@ def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:
     if dot >= 0:
         return g
     return g - (dot / torch.dot(g_ref, g_ref).clamp_min(1e-12)) * g_ref
+
+
+# --------------------------------------------------------------------------------------------------
+# The rows of G (Eq. 4.8): one gradient per past task's memory
+# --------------------------------------------------------------------------------------------------
+def memory_gradients_loop(model: torch.nn.Module, xs: list[torch.Tensor], ys: list[torch.Tensor],
+                          tasks: list[int], grads: GradBuffer) -> None:
+    """G's rows as GEM's reference code computes them: one train-mode forward/backward per past task,
+    in order (BatchNorm's running statistics see the memories one after another)."""
+    for row, (x, y, k) in enumerate(zip(xs, ys, tasks)):
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x, k), y).backward()
+        grads.store(row)
+
+
+class _TaskIndexedHeads(torch.nn.Module):
+    """``model`` with its heads selected by a tensor task id (a form ``torch.func.vmap`` can batch)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        feat = F.adaptive_avg_pool2d(self.model.features_map(x), 1).flatten(1)
+        weight = torch.stack([h.weight for h in self.model.heads]).index_select(0, task.reshape(1))[0]
+        bias = torch.stack([h.bias for h in self.model.heads]).index_select(0, task.reshape(1))[0]
+        return F.linear(feat, weight, bias)
+
+
+def batchable(model: torch.nn.Module, xs: list[torch.Tensor]) -> bool:
+    """Whether :func:`memory_gradients_batched` applies: equal-sized memories, BatchNorm with a momentum."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    return (len(xs) > 1 and len({tuple(x.shape) for x in xs}) == 1
+            and all(m.momentum is not None and m.track_running_stats for m in bns))
+
+
+def memory_gradients_batched(model: torch.nn.Module, xs: list[torch.Tensor], ys: list[torch.Tensor],
+                             tasks: list[int], grads: GradBuffer) -> None:
+    """The same rows as :func:`memory_gradients_loop` from one vmapped pass (``torch.func``).
+
+    Each past task k gets its own copy of the BatchNorm buffers, so its batch statistics b_k are its
+    own; the sequential running-statistics update r ← (1−m) r + m b_k over k = 1..K is then applied
+    in closed form, r_K = (1−m)^K r + Σ_k (1−m)^(K−k) m b_k, with m b_k = r'_k − (1−m) r read off
+    each copy r'_k. Equal to the loop up to float rounding (tests/test_gem.py).
+    """
+    wrapper = _TaskIndexedHeads(model)
+    names = [n for n, _ in wrapper.named_parameters()]
+    params = {n: p.detach() for n, p in wrapper.named_parameters()}
+    K = len(xs)
+    buffers = {n: b.unsqueeze(0).expand(K, *b.shape).clone() for n, b in wrapper.named_buffers()}
+
+    def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(torch.func.functional_call(wrapper, {**p, **b}, (x, k)), y)
+
+    task_ids = torch.as_tensor(tasks, device=xs[0].device)
+    g = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0, 0, 0))(
+        params, buffers, torch.stack(xs), torch.stack(ys), task_ids)
+    off = 0
+    for n in names:
+        size = params[n].numel()
+        grads.data[:K, off:off + size].copy_(g[n].reshape(K, -1))
+        off += size
+    # BatchNorm running statistics, as if the K memories had been passed one after another
+    modules = dict(wrapper.named_modules())
+    with torch.no_grad():
+        for name, b in wrapper.named_buffers():
+            mod_name, _, attr = name.rpartition(".")
+            if attr == "num_batches_tracked":
+                b.add_(K)
+                continue
+            m = modules[mod_name].momentum
+            r0 = b.clone()
+            b.mul_((1 - m) ** K)
+            for i in range(K):
+                b.add_((buffers[name][i] - (1 - m) * r0) * (1 - m) ** (K - 1 - i))

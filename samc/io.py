@@ -2,8 +2,11 @@
 killed process leaves either the previous complete file or none, never a half-written one."""
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -46,3 +49,90 @@ def load_torch(path: str | Path) -> Any:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+# --------------------------------------------------------------------------------------------------
+# Directories (Zarr stores, prepared datasets): built in a temp sibling, then swapped into place
+# --------------------------------------------------------------------------------------------------
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+_RENAMEAT2: Any = None
+
+
+def _renameat2() -> Any:
+    global _RENAMEAT2
+    if _RENAMEAT2 is None:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            _RENAMEAT2 = fn
+        except (OSError, AttributeError, TypeError):
+            _RENAMEAT2 = False
+    return _RENAMEAT2
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
+    fn = _renameat2()
+    if not fn:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def fsync_tree(root: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish_dir(tmp: Path, dest: Path) -> None:
+    """Move the complete directory ``tmp`` to ``dest``, atomically replacing an old ``dest``.
+
+    With Linux ``renameat2(RENAME_EXCHANGE)`` the two are swapped in one step; elsewhere the old
+    directory is moved aside first, so a crash in between leaves it complete at ``.<name>.old-<pid>``.
+    """
+    if dest.exists():
+        if _rename_exchange(tmp, dest):
+            fsync_dir(dest.parent)
+            shutil.rmtree(tmp)  # tmp now holds the old directory
+            return
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.rename(dest, old)
+        try:
+            os.rename(tmp, dest)
+        except BaseException:
+            os.rename(old, dest)
+            raise
+        fsync_dir(dest.parent)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, dest)
+        fsync_dir(dest.parent)

@@ -51,8 +51,6 @@ Snapshots of a finished task memory (:class:`TaskMemory`) are written as Zarr v3
 from __future__ import annotations
 
 import collections
-import ctypes
-import errno
 import hashlib
 import logging
 import math
@@ -68,6 +66,8 @@ import numpy as np
 import torch
 import zarr
 from numcodecs import Delta, Zstd
+
+from samc import io
 
 logger = logging.getLogger(__name__)
 
@@ -800,63 +800,6 @@ class TaskMemory:
 # Zarr snapshots
 
 
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-
-
-_RENAMEAT2: Any = None
-
-
-def _renameat2() -> Any:
-    global _RENAMEAT2
-    if _RENAMEAT2 is None:
-        try:
-            fn = ctypes.CDLL(None, use_errno=True).renameat2
-            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-            fn.restype = ctypes.c_int
-            _RENAMEAT2 = fn
-        except (OSError, AttributeError, TypeError):
-            _RENAMEAT2 = False
-    return _RENAMEAT2
-
-
-def _rename_exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False if unsupported."""
-    fn = _renameat2()
-    if not fn:
-        return False
-    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_snapshot(memory: TaskMemory, path: str | os.PathLike[str]) -> Path:
     """Write ``M_t`` (§4.1) as a Zarr v3 store at ``path``, atomically replacing any old store.
 
@@ -901,28 +844,8 @@ def save_snapshot(memory: TaskMemory, path: str | os.PathLike[str]) -> Path:
             if arr.size:
                 z[:] = arr
         group.attrs.update(attrs)
-        _fsync_tree(tmp)
-        if dest.exists():
-            if _rename_exchange(tmp, dest):
-                _fsync_dir(dest.parent)
-                shutil.rmtree(tmp)  # tmp now holds the old store
-            else:
-                # no atomic exchange: move the old store aside, then the new one in; a crash in
-                # between leaves the old complete store at .<name>.old-<pid>
-                old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-                if old.exists():
-                    shutil.rmtree(old)
-                os.rename(dest, old)
-                try:
-                    os.rename(tmp, dest)
-                except BaseException:
-                    os.rename(old, dest)
-                    raise
-                _fsync_dir(dest.parent)
-                shutil.rmtree(old)
-        else:
-            os.rename(tmp, dest)
-            _fsync_dir(dest.parent)
+        io.fsync_tree(tmp)
+        io.publish_dir(tmp, dest)
     except BaseException:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -12,6 +12,8 @@ fresh one, with the same result bit for bit.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from tqdm import tqdm
 from samc import io
 from samc.config import Config
 from samc.data import Task, load_source, split_tasks
+from samc.data.store import dataset_params, read_tasks
 from samc.memory import describe, save_snapshot
 from samc.methods import METHODS, Batch, Method, TaskContext
 from samc.metrics import summary
@@ -54,14 +57,18 @@ def experiment_name(cfg: Config) -> str:
     return f"{cfg.dataset.name}-{cfg.train.method}-s{cfg.train.seed}-{cfg.digest(('dataset', 'train', 'memory', 'samc'))}"
 
 
-def load_tasks(cfg: Config) -> list[Task]:
+def load_tasks(cfg: Config, prepared: str | Path | None = None) -> list[Task]:
+    """The task stream: from a prepared folder (``samc prepare``; checked against ``cfg.dataset``)
+    when given, else built from the source."""
+    if prepared is not None:
+        return read_tasks(prepared, dataset_params(cfg))
     ds = cfg.dataset
     train, test = load_source(
         ds.name, root=ds.root, image_size=ds.image_size, download=ds.download, seed=ds.shapes_seed,
         limit_per_class=ds.limit_per_class, shapes_train_per_class=ds.shapes_train_per_class,
         shapes_test_per_class=ds.shapes_test_per_class,
     )
-    return split_tasks(train, test, ds.n_tasks, ds.classes_per_task, ds.class_order, seed=cfg.train.seed)
+    return split_tasks(train, test, ds.n_tasks, ds.classes_per_task, ds.class_order, seed=ds.split_seed)
 
 
 @dataclass
@@ -179,14 +186,22 @@ def task_dir(run_dir: Path, t: int) -> Path:
 
 
 def save_task(learner: Learner, run_dir: Path, t: int, row: dict[str, Any]) -> None:
-    """Write task t's outputs; metrics.json last, so its presence marks a complete task."""
-    out = task_dir(run_dir, t)
-    out.mkdir(parents=True, exist_ok=True)
-    io.save_torch(out / "state.pt", learner.state_dict(t))
-    memory = learner.method.task_memory(t)
-    if memory is not None:
-        save_snapshot(memory, out / "memory.zarr")
-    io.write_json(out / "metrics.json", row)
+    """Write task t's outputs into a temp folder and swap it into place as ``task_<t>``."""
+    out = task_dir(run_dir, t).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        io.save_torch(tmp / "state.pt", learner.state_dict(t))
+        memory = learner.method.task_memory(t)
+        if memory is not None:
+            save_snapshot(memory, tmp / "memory.zarr")
+        io.write_json(tmp / "metrics.json", row)
+        io.publish_dir(tmp, out)   # the whole task folder appears at once, or not at all
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def completed_tasks(run_dir: Path, n_tasks: int) -> int:

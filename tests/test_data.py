@@ -73,12 +73,15 @@ def test_shapes_class_lives_in_the_object_not_the_background(shapes40: ArrayData
     img = d.x.astype(np.float32).transpose(0, 2, 3, 1)
     bg = np.stack([img[i][~d.masks[i]].mean(axis=0) for i in range(len(d))])    # (N, 3) per image
     obj = np.stack([img[i][d.masks[i]].mean(axis=0) for i in range(len(d))])
-    # background and object colour are class-independent: each class's mean lies within sampling
-    # noise of the overall mean (|z| < 4.5 for all 10 classes x 3 channels; a loose check)
-    for per_image in (bg, obj):
-        class_means = np.stack([per_image[d.y == k].mean(axis=0) for k in range(10)])
-        z = (class_means - per_image.mean(axis=0)) / (per_image.std(axis=0) / np.sqrt(40))
-        assert np.abs(z).max() < 4.5, z
+    # the background colour is class-independent: each class's mean lies within sampling noise of
+    # the overall mean (|z| < 4.5 for all 10 classes x 3 channels; a loose check)
+    class_means = np.stack([bg[d.y == k].mean(axis=0) for k in range(10)])
+    z = (class_means - bg.mean(axis=0)) / (bg.std(axis=0) / np.sqrt(40))
+    assert np.abs(z).max() < 4.5, z
+    # the object's colour carries the class (its hue), far beyond sampling noise
+    class_means = np.stack([obj[d.y == k].mean(axis=0) for k in range(10)])
+    z = (class_means - obj.mean(axis=0)) / (obj.std(axis=0) / np.sqrt(40))
+    assert np.abs(z).max() > 6, z
     # ... while the object outline differs: mean mask area and mean mask shape per class
     area = np.array([d.masks[d.y == k].sum(axis=(1, 2)).mean() for k in range(10)])
     assert area.max() / area.min() > 1.8

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import samc.memory as memory_module
+import samc.io as samc_io
 from samc.memory import (
     ENCODINGS,
     FifoMemory,
@@ -523,7 +524,7 @@ def test_zarr_empty_memory(tmp_path):
 @pytest.mark.parametrize("exchange", [True, False])
 def test_zarr_atomic_overwrite_and_stale_temp(tmp_path, monkeypatch, exchange):
     if not exchange:  # platforms without renameat2(RENAME_EXCHANGE): move-aside fallback
-        monkeypatch.setattr(memory_module, "_rename_exchange", lambda a, b: False)
+        monkeypatch.setattr(samc_io, "_rename_exchange", lambda a, b: False)
     path = tmp_path / "memory.zarr"
     old = make_task_memory(seed=1)
     new = make_task_memory(seed=2, n=12)

@@ -79,3 +79,19 @@ def test_cli_run_prints_matrix_and_rejects_bad_params(tmp_path, capsys):
     assert code == 0 and "ACC" in out and "BWT" in out and "after task" in out
     assert cli.main(["run", "--params", str(params), "--set", "samc.mu=2"]) == 2
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_samc_beats_finetune_on_shapes(tmp_path):
+    """End to end, 5 shapes tasks: SAMC forgets less than plain fine-tuning (higher ACC, BWT)."""
+    small = ("dataset.shapes_train_per_class=250", "dataset.shapes_test_per_class=50", "train.epochs=3",
+             "memory.images_per_task=2", "samc.ae_steps=30", "samc.ae_pairs=64", "samc.ae_patience=10")
+    results = {}
+    for method in ("finetune", "samc"):
+        cfg = tiny_config("dataset.n_tasks=5", *small, f"train.method={method}")
+        results[method] = run_stream(cfg, tmp_path / method, progress=False)
+    ft, sa = results["finetune"], results["samc"]
+    assert ft["bwt"] < -10, f"finetune should forget on shapes (BWT {ft['bwt']:.1f})"
+    assert sa["acc"] > ft["acc"] + 5, (sa["acc"], ft["acc"])
+    assert sa["bwt"] > ft["bwt"] + 5, (sa["bwt"], ft["bwt"])
+    assert min(sa["memory_images"]) > 2, "a sparse memory of a 2-image budget holds more than 2 images"

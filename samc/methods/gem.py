@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samc.gem import GradBuffer, project, violated
+from samc.gem import GradBuffer, batchable, memory_gradients_batched, memory_gradients_loop, project, violated
 from samc.memory import FifoMemory, TaskMemory, budget_bytes, encode
 from samc.methods.base import Batch, Method, TaskContext
 
@@ -34,6 +34,17 @@ class GEM(Method):
         self.mem_y: dict[int, torch.Tensor] = {}
         self.grads = GradBuffer(self.model.parameters(), self.cfg.dataset.n_tasks + 1)
         self.window_start = 0
+
+    def memory_gradients(self, model: torch.nn.Module, xs: list[torch.Tensor], ys: list[torch.Tensor],
+                         tasks: list[int], grads: GradBuffer) -> None:
+        """Rows of G (Eq. 4.8), by the loop or the batched pass (``memory.grad_mode``)."""
+        mode = self.cfg.memory.grad_mode
+        if mode == "auto":
+            mode = "batched" if self.device.type == "cuda" else "loop"
+        if mode == "batched" and batchable(model, xs):
+            memory_gradients_batched(model, xs, ys, tasks, grads)
+        else:
+            memory_gradients_loop(model, xs, ys, tasks, grads)
 
     # -- memory: what is stored, and how it is read back ---------------------------------------------
     def min_record_nbytes(self, shape: tuple[int, int, int]) -> int:
@@ -70,11 +81,10 @@ class GEM(Method):
     def observe(self, batch: Batch, t: int) -> float:
         past = sorted(self.mem_x)
         model = self.model
-        with self.timer("memory_grads"):
-            for row, k in enumerate(past):
-                model.zero_grad(set_to_none=True)
-                F.cross_entropy(model(self.mem_x[k], k), self.mem_y[k]).backward()
-                self.grads.store(row)
+        if past:
+            with self.timer("memory_grads"):
+                xs, ys = [self.mem_x[k] for k in past], [self.mem_y[k] for k in past]
+                self.memory_gradients(model, xs, ys, past, self.grads)
         with self.timer("train_step"):
             model.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(batch.x, t), batch.y)

@@ -1,0 +1,16 @@
+# samc pipeline for Snakemake: `snakemake --cores 4` (see README.md).
+# The stages are defined once, in samc/pipeline.py (dvc.yaml is rendered from the same list);
+# every stage is one `samc` command that reads params.yaml itself.
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+rule all:
+    input:
+        TARGETS,
+    default_target: True
+
+
+include: "workflow/rules/stages.smk"

@@ -1,0 +1,136 @@
+"""Look inside episodic-memory snapshots between tasks: statistics, a PNG grid, and a diff.
+
+The grid has one row per stored image (the paper's Figures 4 and 6): ground truth (when the
+prepared data is at hand: the snapshot keeps each image's index in its task's training set), the
+saliency mask, the masked image x', the rule-based completion R(x') and the autoencoder's
+A_ξ(R(x')), with ξ as saved in the same task folder's ``state.pt`` (the autoencoder that will
+complete this memory when the next task starts). It needs nothing from later tasks.
+"""
+from __future__ import annotations
+
+import io as _io
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from samc import io  # noqa: E402
+from samc.inpaint import complete  # noqa: E402
+from samc.memory import TaskMemory, describe, load_snapshot  # noqa: E402
+from samc.models import InpaintAE  # noqa: E402
+
+
+def _resolve(path: Path) -> tuple[Path, Path | None]:
+    """(memory.zarr, state.pt or None) from a task folder or a snapshot path."""
+    path = Path(path)
+    if (path / "memory.zarr").exists():
+        state = path / "state.pt"
+        return path / "memory.zarr", state if state.is_file() else None
+    if path.name == "memory.zarr" or (path / "zarr.json").is_file():
+        state = path.parent / "state.pt"
+        return path, state if state.is_file() else None
+    raise FileNotFoundError(f"{path}: neither a task folder with memory.zarr nor a memory snapshot")
+
+
+def _autoencoder(state_path: Path | None, channels: int) -> tuple[InpaintAE | None, str]:
+    if state_path is None:
+        return None, "none (no state.pt beside the snapshot)"
+    state = io.load_torch(state_path)
+    ae_state = state.get("method", {}).get("ae")
+    if ae_state is None:
+        return None, f"none ({state_path} has no autoencoder: not a samc run)"
+    ae = InpaintAE(channels)
+    ae.load_state_dict(ae_state)
+    return ae.eval(), str(state_path)
+
+
+def _ground_truth(mem: TaskMemory, data: Path | None) -> np.ndarray | None:
+    if data is None:
+        return None
+    store = Path(data) / f"task_{mem.task + 1}.zarr"
+    if not store.exists():
+        return None
+    import zarr
+
+    x = zarr.open_group(store, mode="r")["x_train"]
+    return np.stack([np.asarray(x[int(i)]) for i in mem.indices])
+
+
+def show(path: Path, png: Path | None = None, data: Path | None = None, n: int = 8,
+         rule: str = "telea") -> list[str]:
+    """Statistics lines of the snapshot at ``path``; with ``png``, also write the image grid."""
+    snap, state_path = _resolve(path)
+    mem = load_snapshot(snap)
+    info = describe(mem)
+    lines = [f"{k:>22}: {v}" for k, v in info.items()]
+    labels = Counter(int(v) for v in mem.labels)
+    lines.append(f"{'images per class':>22}: " + ", ".join(
+        f"{mem.classes[k] if k < len(mem.classes) else k}: {c}" for k, c in sorted(labels.items())))
+    if png is None or len(mem) == 0:
+        return lines
+    if data is None and Path("data/prepared").exists():
+        data = Path("data/prepared")
+    images, masks = mem.decode_all()
+    k = min(n, len(mem))
+    pick = np.linspace(len(mem) - k, len(mem) - 1, k).astype(int)   # the newest k images
+    images, masks = images[pick], masks[pick]
+    masked = images * masks[:, None]
+    rule_done = complete(images, masks, "rule", rule=rule).numpy()
+    ae, ae_source = _autoencoder(state_path, images.shape[1])
+    ae_done = complete(images, masks, "rule+ae", rule=rule, ae=ae).numpy() if ae is not None else None
+    gt = _ground_truth(mem, data)
+    gt = gt[pick] if gt is not None else None
+    cols: list[tuple[str, Any]] = []
+    if gt is not None:
+        cols.append(("ground truth", gt.transpose(0, 2, 3, 1)))
+    cols += [("mask (kept)", masks.astype(float)), ("masked x'", masked.transpose(0, 2, 3, 1)),
+             (f"rule ({rule})", rule_done.transpose(0, 2, 3, 1))]
+    if ae_done is not None:
+        cols.append(("rule + AE", ae_done.transpose(0, 2, 3, 1)))
+    fig, axes = plt.subplots(k, len(cols), figsize=(1.3 * len(cols), 1.3 * k + 0.4), squeeze=False)
+    for j, (title, arr) in enumerate(cols):
+        axes[0, j].set_title(title, fontsize=7)
+        for i in range(k):
+            img = arr[i]
+            if img.dtype == np.uint8:
+                img = img.astype(float) / 255.0
+            axes[i, j].imshow(np.clip(img, 0, 1).squeeze(), cmap="gray" if img.ndim == 2 else None,
+                              vmin=0, vmax=1, interpolation="nearest")
+            axes[i, j].axis("off")
+    fig.suptitle(f"task {mem.task + 1}, μ={mem.mu}, {len(mem)} images, {mem.nbytes}/{mem.budget} B", fontsize=8)
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    io._atomic(Path(png), lambda p: p.write_bytes(buf.getvalue()))
+    lines.append(f"{'grid':>22}: {png} ({k} images; autoencoder: {ae_source}; "
+                 f"ground truth: {'yes' if gt is not None else 'no (no prepared data)'})")
+    return lines
+
+
+def diff(a: Path, b: Path) -> list[str]:
+    """Side-by-side statistics of two snapshots, and the training samples they share."""
+    ma, mb = load_snapshot(_resolve(a)[0]), load_snapshot(_resolve(b)[0])
+    da, db = describe(ma), describe(mb)
+    lines = [f"{'':>22}  {'A':>16}  {'B':>16}", f"{'path':>22}  {str(a):>16}  {str(b):>16}"]
+    for key in da:
+        if da[key] != db.get(key):
+            lines.append(f"{key:>22}  {da[key]!s:>16}  {db.get(key)!s:>16}")
+    same = [key for key in da if da[key] == db.get(key)]
+    if same:
+        lines.append(f"{'equal':>22}  {', '.join(same)}")
+    if ma.task == mb.task:
+        shared = np.intersect1d(ma.indices, mb.indices)
+        lines.append(f"{'shared samples':>22}  {len(shared)} of {len(ma)} / {len(mb)} (same task: "
+                     "training-set indices)")
+        common = [(i, j) for i, j in zip(*np.nonzero(ma.indices[:, None] == mb.indices[None, :]))]
+        if common:
+            ka = np.stack([ma.decode(i)[1] for i, _ in common])
+            kb = np.stack([mb.decode(j)[1] for _, j in common])
+            lines.append(f"{'mask agreement':>22}  {float((ka == kb).mean()):.3f} (pixels, shared samples)")
+    return lines

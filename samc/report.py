@@ -1,0 +1,114 @@
+"""Results of finished runs: per-experiment metrics and plots, and the report over the grid.
+
+Plots are written with matplotlib's Agg backend (no display), atomically like every other output.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from samc import io  # noqa: E402
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    io._atomic(Path(path), lambda p: p.write_bytes(buf.getvalue()))
+
+
+def plot_accuracy_matrix(R: np.ndarray, path: Path, title: str) -> None:
+    """The accuracy matrix R (row i: after task i; column j: task j) as a heatmap."""
+    T = R.shape[0]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * T, 0.8 + 0.6 * T))
+    im = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
+    for i in range(T):
+        for j in range(R.shape[1]):
+            ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center",
+                    color="white" if R[i, j] < 60 else "black", fontsize=8)
+    ax.set_xticks(range(R.shape[1]), [f"T{j + 1}" for j in range(R.shape[1])])
+    ax.set_yticks(range(T), [f"after T{i + 1}" for i in range(T)])
+    ax.set_xlabel("evaluated task")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="test accuracy (%)")
+    _save_png(fig, path)
+
+
+def plot_first_task(R: np.ndarray, path: Path, title: str) -> None:
+    """Accuracy on the first task as tasks are learned (the paper's Figure 3)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.0))
+    ax.plot(range(1, R.shape[0] + 1), R[:, 0], marker="o")
+    ax.set_xlabel("tasks learned")
+    ax.set_ylabel("accuracy on task 1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xticks(range(1, R.shape[0] + 1))
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    _save_png(fig, path)
+
+
+def write_experiment_results(result: dict[str, Any], out: Path, title: str) -> None:
+    """``metrics.json``, ``accuracy.csv`` (DVC plot data) and the two PNGs of one experiment."""
+    out = Path(out)
+    R = np.array(result["accuracy_matrix"], dtype=float)
+    rows = [{"task": i + 1, "first_task_accuracy": round(float(R[i, 0]), 4),
+             "average_accuracy_seen": round(float(R[i, : i + 1].mean()), 4)} for i in range(R.shape[0])]
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(out / "accuracy.csv", buf.getvalue())
+    plot_accuracy_matrix(R, out / "accuracy_matrix.png", title)
+    plot_first_task(R, out / "first_task.png", title)
+    io.write_json(out / "metrics.json", result)
+
+
+def provenance() -> dict[str, str]:
+    """Git commit (``-dirty`` with local changes), Python, platform and CPU of this machine."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += "-dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"commit": commit, "python": platform.python_version(), "platform": platform.platform(),
+            "machine": platform.machine(), "processor": platform.processor() or "unknown"}
+
+
+def write_report(results: dict[str, dict[str, Any]], out: Path, params: dict[str, Any]) -> None:
+    """``report.md`` and ``report.csv``: one row per experiment (ACC, BWT both ways, memory, time)."""
+    out = Path(out)
+    cols = ["experiment", "acc", "bwt", "bwt_gem_code", "images_per_task", "bytes_per_task", "wall_s"]
+    rows = []
+    for name, r in results.items():
+        rows.append({"experiment": name, "acc": round(r["acc"], 2), "bwt": round(r["bwt"], 2),
+                     "bwt_gem_code": round(r["bwt_gem_code"], 2),
+                     "images_per_task": " ".join(str(v) for v in r["memory_images"]),
+                     "bytes_per_task": " ".join(str(v) for v in r["memory_bytes"]),
+                     "wall_s": r["wall_s"]})
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols)
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(out / "report.csv", buf.getvalue())
+    lines = ["# samc report", "",
+             "ACC and BWT in %; BWT as the paper defines it (mean over the first T-1 tasks) and as GEM's",
+             "code computes it (divided by T).", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["", "## Provenance", "", "```json", json.dumps(provenance(), indent=2), "```", "",
+              "## Parameters", "", "```json", json.dumps(params, indent=2, sort_keys=True), "```", ""]
+    io.write_text(out / "report.md", "\n".join(lines))
