@@ -98,7 +98,7 @@ def stages(cfg: Config, params: str = "params.yaml") -> list[Stage]:
                 f"train_{exp.name}_task{t}",
                 f"samc train-task {p} --experiment {exp.name} --task {t} --no-progress",
                 deps=deps, outs=[task_dir(cfg, exp.name, t)], params=train_params,
-                resources={"kind": "train"}, fingerprint=fingerprint))
+                resources={"kind": "train", "threads": exp_cfg.train.threads or 1}, fingerprint=fingerprint))
         res = results_dir(exp.name)
         out.append(Stage(
             f"evaluate_{exp.name}", f"samc evaluate {p} --experiment {exp.name}",

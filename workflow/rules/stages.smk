@@ -22,6 +22,7 @@ for _st in STAGES:
             fingerprint=_st.fingerprint,
         log:
             f"logs/{_st.name}.log",
+        threads: _st.resources.get("threads", 1)
         resources:
             kind=_st.resources.get("kind", "cpu"),
         shell:
