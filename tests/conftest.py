@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 from __future__ import annotations
 
+import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -41,3 +42,5 @@ def cifar10_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not kept:
         pytest.skip(f"{CIFAR10_TARBALL} holds no cifar10/<split>/<class>/ files")
     return dest
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")   # the DVC tests never phone home
