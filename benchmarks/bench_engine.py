@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from samc import config
-from samc.gem import GradBuffer, project, violated
+from samc.gem import GradBuffer, memory_gradients_batched, memory_gradients_loop, project, violated
 from samc.memory import coo_nbytes, encode
 from samc.models import ResNet18
 from samc.saliency import grad_cam, saliency_mask
@@ -28,34 +28,34 @@ from samc.train import load_tasks, run_stream
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def gem_step_cost(past_tasks: int, repeats: int = 5) -> tuple[float, float]:
-    """Median seconds of one plain SGD step and one reference-style GEM step (batch 10, 32x32)."""
+def gem_step_cost(past_tasks: int, repeats: int = 5) -> tuple[float, float, float]:
+    """Median seconds of one plain SGD step and one GEM step (batch 10, 32x32, 10 memories per past
+    task), with G's rows from the per-task loop (GEM's code) and from the batched torch.func pass."""
     model = ResNet18(past_tasks + 1, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.rand(10, 3, 32, 32), torch.randint(0, 2, (10,))
-    mem = [(torch.rand(10, 3, 32, 32), torch.randint(0, 2, (10,))) for _ in range(past_tasks)]
+    xs = [torch.rand(10, 3, 32, 32) for _ in range(past_tasks)]
+    ys = [torch.randint(0, 2, (10,)) for _ in range(past_tasks)]
     buf = GradBuffer(model.parameters(), past_tasks + 1)
-    sgd, gem = [], []
+    times: dict[str, list[float]] = {"sgd": [], "loop": [], "batched": []}
     for _ in range(repeats):
         t0 = time.perf_counter()
         model.zero_grad()
         F.cross_entropy(model(x, past_tasks), y).backward()
         opt.step()
-        sgd.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for k, (mx, my) in enumerate(mem):
+        times["sgd"].append(time.perf_counter() - t0)
+        for mode, fn in (("loop", memory_gradients_loop), ("batched", memory_gradients_batched)):
+            t0 = time.perf_counter()
+            fn(model, xs, ys, list(range(past_tasks)), buf)
             model.zero_grad()
-            F.cross_entropy(model(mx, k), my).backward()
-            buf.store(k)
-        model.zero_grad()
-        F.cross_entropy(model(x, past_tasks), y).backward()
-        g = buf.store(past_tasks)
-        G = buf.data[:past_tasks]
-        if violated(g, G):
-            buf.load(project(g, G, 0.5))
-        opt.step()
-        gem.append(time.perf_counter() - t0)
-    return statistics.median(sgd), statistics.median(gem)
+            F.cross_entropy(model(x, past_tasks), y).backward()
+            g = buf.store(past_tasks)
+            G = buf.data[:past_tasks]
+            if violated(g, G):
+                buf.load(project(g, G, 0.5))
+            opt.step()
+            times[mode].append(time.perf_counter() - t0)
+    return tuple(statistics.median(times[k]) for k in ("sgd", "loop", "batched"))
 
 
 def bytes_per_image(cfg: config.Config, mus: list[float]) -> None:
@@ -100,10 +100,10 @@ def main() -> None:
         sets.append(f"dataset.root={args.root}")
     cfg = config.load(ROOT / "params.yaml", sets)
 
-    print(f"{'past tasks':>10} {'SGD step s':>11} {'GEM step s':>11} {'ratio':>6}")
+    print(f"{'past tasks':>10} {'SGD step s':>11} {'GEM loop s':>11} {'loop/SGD':>9} {'GEM batched s':>14} {'batched/loop':>13}")
     for k in (1, 4, 19):
-        s, g = gem_step_cost(k)
-        print(f"{k:10d} {s:11.4f} {g:11.4f} {g / s:6.2f}")
+        s, g, b = gem_step_cost(k)
+        print(f"{k:10d} {s:11.4f} {g:11.4f} {g / s:9.2f} {b:14.4f} {b / g:13.2f}")
     bytes_per_image(cfg, [0.3, 0.5, 0.6, 0.7, 0.8])
     if args.skip_runs:
         return
@@ -111,12 +111,21 @@ def main() -> None:
     for method in ("gem", "samc"):
         c = config.load(ROOT / "params.yaml", [*sets, f"train.method={method}"])
         results[method] = run_stream(c, Path(args.out) / method, progress=False)
-    print(f"\n{'task':>4} {'gem s':>8} {'samc s':>8} {'samc/gem':>9} {'gem imgs':>9} {'samc imgs':>10}")
+    # GEM with the budget that holds as many raw images as SAMC stored on average: equal images
+    equal = max(1, round(float(np.mean(results["samc"]["memory_images"]))))
+    c = config.load(ROOT / "params.yaml", [*sets, "train.method=gem", f"memory.images_per_task={equal}"])
+    results["gem_equal"] = run_stream(c, Path(args.out) / f"gem-{equal}", progress=False)
+    print(f"\n{'task':>4} {'gem s':>8} {'samc s':>8} {'samc/gem':>9} {f'gem@{equal} s':>10} {'samc/gem@':>10} "
+          f"{'gem imgs':>9} {'samc imgs':>10}")
     for t in range(args.tasks):
         g, s = results["gem"]["timings"][t]["total"], results["samc"]["timings"][t]["total"]
-        print(f"{t + 1:4d} {g:8.1f} {s:8.1f} {s / g:9.3f} {results['gem']['memory_images'][t]:9d} "
-              f"{results['samc']['memory_images'][t]:10d}")
-    print(f"ACC gem {results['gem']['acc']:.2f}  samc {results['samc']['acc']:.2f}")
+        e = results["gem_equal"]["timings"][t]["total"]
+        print(f"{t + 1:4d} {g:8.1f} {s:8.1f} {s / g:9.3f} {e:10.1f} {s / e:10.3f} "
+              f"{results['gem']['memory_images'][t]:9d} {results['samc']['memory_images'][t]:10d}")
+    tot = {k: sum(r["timings"][t]["total"] for t in range(args.tasks)) for k, r in results.items()}
+    print(f"total: samc/gem {tot['samc'] / tot['gem']:.3f}, samc/gem@{equal} images {tot['samc'] / tot['gem_equal']:.3f}")
+    for k, r in results.items():
+        print(f"{k:>10}: ACC {r['acc']:.2f}  BWT {r['bwt']:.2f}  images {r['memory_images']}")
 
 
 if __name__ == "__main__":

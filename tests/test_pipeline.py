@@ -109,6 +109,8 @@ def test_snakemake_builds_everything_then_nothing_and_reruns_on_mu(snake):
         assert (snake / "runs" / exp / "task_2" / "memory.zarr" / "zarr.json").is_file()
     assert "| s0 |" in (snake / "results" / "report.md").read_text()
     assert "Nothing to be done" in _run(["snakemake", "--cores", "2", "-n"], snake)
+    _run(["snakemake", "--report", "report.html"], snake)
+    assert "accuracy_matrix.png" in (snake / "report.html").read_text(errors="replace")
     # a changed mu re-runs training and evaluation, not prepare
     params = yaml.safe_load((snake / "params.yaml").read_text())
     params["samc"]["mu"] = 0.7

@@ -5,7 +5,13 @@ import os
 
 
 def _out(path):
-    return path if os.path.splitext(path)[1] else directory(path)
+    """Folders are directory() outputs; figures go into `snakemake --report report.html`."""
+    ext = os.path.splitext(path)[1]
+    if not ext:
+        return directory(path)
+    if ext == ".png":
+        return report(path, category="results", subcategory=os.path.basename(os.path.dirname(path)))
+    return path
 
 
 for _st in STAGES:
