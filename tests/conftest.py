@@ -44,3 +44,12 @@ def cifar10_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")   # the DVC tests never phone home
+
+# The pipeline tests run `snakemake`, `dvc` and (through them) `samc` as commands: put the scripts
+# folder of this interpreter (and of a --user install) first on PATH.
+import site  # noqa: E402
+import sysconfig  # noqa: E402
+
+for _scripts in (os.path.join(site.getuserbase(), "bin"), sysconfig.get_path("scripts")):
+    if os.path.isdir(_scripts) and _scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = _scripts + os.pathsep + os.environ.get("PATH", "")
