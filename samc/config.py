@@ -17,6 +17,8 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.json")
+# the sections a run's results depend on (experiment names, state digests, pipeline fingerprints)
+RUN_SECTIONS: tuple[str, ...] = ("dataset", "train", "memory", "samc", "baselines")
 
 
 class ConfigError(ValueError):
@@ -73,6 +75,19 @@ class SamcConfig:
 
 
 @dataclass(frozen=True)
+class BaselinesConfig:
+    ewc_lambda: float
+    ewc_gamma: float
+    ewc_fisher_samples: int
+    lwf_alpha: float
+    lwf_temperature: float
+    icarl_lambda: float
+    mer_batches: int
+    mer_beta: float
+    mer_gamma: float
+
+
+@dataclass(frozen=True)
 class RunConfig:
     out: str
 
@@ -92,6 +107,7 @@ class Config:
     train: TrainConfig
     memory: MemoryConfig
     samc: SamcConfig
+    baselines: BaselinesConfig
     run: RunConfig
     grid: GridConfig
 
@@ -108,7 +124,7 @@ class Config:
 
 _CLASSES = {
     "dataset": DatasetConfig, "train": TrainConfig, "memory": MemoryConfig,
-    "samc": SamcConfig, "run": RunConfig, "grid": GridConfig,
+    "samc": SamcConfig, "baselines": BaselinesConfig, "run": RunConfig, "grid": GridConfig,
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from samc.config import Config, from_dict
+from samc.config import RUN_SECTIONS, Config, from_dict
 
 PREPARED = "data/prepared"
 RESULTS = "results"
@@ -87,7 +87,7 @@ def stages(cfg: Config, params: str = "params.yaml") -> list[Stage]:
     p = f"--params {params}"
     out = [Stage("prepare", f"samc prepare {p}", deps=[], outs=[PREPARED], params=["dataset"],
                  resources={"kind": "prepare"}, fingerprint=cfg.digest(("dataset",)))]
-    train_params = ["dataset", "train", "memory", "samc"]
+    train_params = list(RUN_SECTIONS)
     T = cfg.dataset.n_tasks
     for exp in experiments(cfg):
         exp_cfg = from_dict(cfg.to_dict(), exp.overrides)

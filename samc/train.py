@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from samc import io
-from samc.config import Config
+from samc.config import RUN_SECTIONS, Config
 from samc.data import Task, load_source, split_tasks
 from samc.data.store import dataset_params, read_tasks
 from samc.memory import describe, save_snapshot
@@ -54,7 +55,7 @@ def resolve_device(requested: str) -> torch.device:
 
 def experiment_name(cfg: Config) -> str:
     """<dataset>-<method>-s<seed>-<hash of every parameter but run.out>."""
-    return f"{cfg.dataset.name}-{cfg.train.method}-s{cfg.train.seed}-{cfg.digest(('dataset', 'train', 'memory', 'samc'))}"
+    return f"{cfg.dataset.name}-{cfg.train.method}-s{cfg.train.seed}-{cfg.digest(RUN_SECTIONS)}"
 
 
 def load_tasks(cfg: Config, prepared: str | Path | None = None) -> list[Task]:
@@ -96,7 +97,7 @@ class Learner:
     def state_dict(self, task: int) -> dict[str, Any]:
         return {
             "format": STATE_FORMAT, "version": STATE_VERSION, "task": task,
-            "config_digest": self.cfg.digest(("dataset", "train", "memory", "samc")),
+            "config_digest": self.cfg.digest(RUN_SECTIONS),
             "model": self.model.state_dict(), "method": self.method.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -105,7 +106,7 @@ class Learner:
         if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
             raise ValueError(f"{source}: not a samc run state (format {state.get('format')!r}, "
                              f"version {state.get('version')!r})")
-        want = self.cfg.digest(("dataset", "train", "memory", "samc"))
+        want = self.cfg.digest(RUN_SECTIONS)
         if state["config_digest"] != want:
             raise ValueError(f"{source}: saved with different parameters (digest {state['config_digest']}, "
                              f"current {want}); it belongs to another experiment")
@@ -115,8 +116,11 @@ class Learner:
         return int(state["task"])
 
 
-def evaluate(model: ResNet18, tasks: list[Task], device: torch.device, batch_size: int = 500) -> list[float]:
-    """Test accuracy (%) on every task, seen and unseen, with its own head (eval mode)."""
+def evaluate(model: ResNet18, tasks: list[Task], device: torch.device, batch_size: int = 500,
+             predict: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> list[float]:
+    """Test accuracy (%) on every task, seen and unseen, in eval mode: with the task's head, or
+    with ``predict(x, t)`` (a method's own classifier, e.g. iCaRL's nearest mean of exemplars)."""
+    predict = predict or (lambda x, t: model(x, t).argmax(1))
     was_training = model.training
     model.eval()
     accs = []
@@ -126,7 +130,7 @@ def evaluate(model: ResNet18, tasks: list[Task], device: torch.device, batch_siz
             for i in range(0, len(task.y_test), batch_size):
                 x = torch.from_numpy(task.x_test[i:i + batch_size]).to(device).float().div_(255.0)
                 y = torch.from_numpy(task.y_test[i:i + batch_size]).to(device)
-                correct += int((model(x, t).argmax(1) == y).sum())
+                correct += int((predict(x, t) == y).sum())
             accs.append(100.0 * correct / max(1, len(task.y_test)))
     model.train(was_training)
     return accs
@@ -145,7 +149,7 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
     task = tasks[t]
     learner.timer.reset()
     start = time.perf_counter()
-    baseline = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size) if t == 0 else None
+    baseline = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict) if t == 0 else None
     order = stream_order(cfg, task, t)
     ctx = TaskContext(t=t, task=task, stream_length=len(order), n_tasks=len(tasks))
     learner.model.train()
@@ -165,7 +169,7 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
         losses.append(method.observe(batch, t))
     method.after_task(ctx)
     with learner.timer("evaluate"):
-        accs = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size)
+        accs = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict)
     memory = method.task_memory(t)
     row: dict[str, Any] = {
         "task": t + 1,

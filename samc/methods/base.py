@@ -73,6 +73,11 @@ class Method:
     def after_task(self, ctx: TaskContext) -> None:
         pass
 
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Predicted local labels of task t (eval mode is set by the caller): the task's head."""
+        return self.model(x, t).argmax(1)
+
     def task_memory(self, t: int) -> TaskMemory | None:
         """Task t's episodic memory once the task is learned (None for memory-free methods)."""
         return None

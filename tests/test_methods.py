@@ -1,0 +1,124 @@
+"""Each baseline's distinctive mechanism, on its own (EWC, LwF, iCaRL, MER, ER's reservoir)."""
+import numpy as np
+import pytest
+import torch
+
+from samc.methods import METHODS
+from samc.methods.base import Batch, TaskContext
+from samc.methods.ewc import ewc_penalty
+from samc.methods.icarl import herding
+from samc.methods.lwf import distillation
+from samc.models import ResNet18
+from samc.timing import PhaseTimer
+from samc.train import load_tasks
+from tests.helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return load_tasks(tiny_config("dataset.n_tasks=2", "dataset.shapes_train_per_class=20",
+                                  "dataset.shapes_test_per_class=5"))
+
+
+def _method(name, *overrides):
+    cfg = tiny_config("dataset.n_tasks=2", f"train.method={name}", *overrides)
+    torch.manual_seed(0)
+    model = ResNet18(2, 2)
+    return METHODS[name](model, cfg, torch.device("cpu"), PhaseTimer())
+
+
+def _batch(task, idx):
+    raw = task.x_train[idx]
+    return Batch(x=torch.from_numpy(raw).float() / 255, y=torch.from_numpy(task.y_train[idx]),
+                 raw=raw, index=np.asarray(idx), position=0)
+
+
+def _run_task(m, tasks, t, steps=3):
+    ctx = TaskContext(t=t, task=tasks[t], stream_length=10 * steps, n_tasks=len(tasks))
+    m.before_task(ctx)
+    for s in range(steps):
+        m.observe(_batch(tasks[t], list(range(10 * s, 10 * s + 10))), t)
+    m.after_task(ctx)
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away(tasks):
+    m = _method("ewc")
+    _run_task(m, tasks, 0)
+    assert m.fisher and all((f >= 0).all() for f in m.fisher.values())
+    assert sum(float(f.sum()) for f in m.fisher.values()) > 0
+    params = {n: p.detach() for n, p in m.model.named_parameters()}
+    assert float(ewc_penalty(params, m.anchor, m.fisher)) == 0.0
+    step = {n: p.detach() + 0.01 for n, p in params.items()}
+    twice = {n: p.detach() + 0.02 for n, p in params.items()}
+    p1, p2 = float(ewc_penalty(step, m.anchor, m.fisher)), float(ewc_penalty(twice, m.anchor, m.fisher))
+    assert p1 > 0 and p2 == pytest.approx(4 * p1, rel=1e-4)
+    before = {n: f.clone() for n, f in m.fisher.items()}
+    _run_task(m, tasks, 1)   # online: F <- gamma F + F_new (gamma = 1: grows)
+    assert all((m.fisher[n] >= before[n] - 1e-12).all() for n in before)
+
+
+def test_lwf_distillation_and_frozen_teacher(tasks):
+    logits = torch.randn(6, 2)
+    assert float(distillation(logits, logits, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation(logits, -logits, 2.0)) > 0.1
+    m = _method("lwf")
+    _run_task(m, tasks, 0)
+    ctx = TaskContext(t=1, task=tasks[1], stream_length=30, n_tasks=2)
+    m.before_task(ctx)
+    frozen = {k: v.clone() for k, v in m.old.state_dict().items()}
+    m.observe(_batch(tasks[1], list(range(10))), 1)
+    assert all(torch.equal(frozen[k], v) for k, v in m.old.state_dict().items())
+    assert not all(torch.equal(frozen[k], v) for k, v in m.model.state_dict().items())
+
+
+def test_icarl_herding_and_nearest_mean_of_exemplars(tasks):
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(200, 16, generator=g)
+    chosen = herding(feats, 10)
+    assert len(set(chosen)) == 10
+    first = int(((feats - feats.mean(0)) ** 2).sum(1).argmin())
+    assert chosen[0] == first, "the first exemplar is the sample closest to the class mean"
+    herd_err = float(((feats[chosen].mean(0) - feats.mean(0)) ** 2).sum())
+    rand_err = np.mean([float(((feats[torch.randperm(200, generator=g)[:10]].mean(0) - feats.mean(0)) ** 2).sum())
+                        for _ in range(50)])
+    assert herd_err < 0.5 * rand_err
+    m = _method("icarl")
+    _run_task(m, tasks, 0)
+    assert len(m.ex_x[0]) == 10 and sorted(m.ex_y[0].tolist()) == [0] * 5 + [1] * 5
+    m.model.eval()
+    means = m.class_means(0)
+    assert means.shape == (2, m.model.heads[0].in_features)
+    # an exemplar is classified as its own class when its feature is nearest its class mean
+    x = m.ex_x[0].float() / 255
+    from samc.methods.icarl import features
+    expected = torch.cdist(features(m.model, x), means).argmin(1)
+    assert torch.equal(m.predict(x, 0), expected)
+
+
+def test_mer_meta_update_interpolates_between_start_and_replay_step(tasks):
+    a = _method("mer", "baselines.mer_beta=1.0", "baselines.mer_gamma=1.0")
+    b = _method("mer", "baselines.mer_beta=0.5", "baselines.mer_gamma=1.0")
+    start = [p.detach().clone() for p in a.model.parameters()]
+    for m in (a, b):
+        m.before_task(TaskContext(t=0, task=tasks[0], stream_length=30, n_tasks=2))
+        m.observe(_batch(tasks[0], list(range(10))), 0)
+    for p0, pa, pb in zip(start, a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(pb.detach() - p0, 0.5 * (pa.detach() - p0), atol=1e-6, rtol=1e-4)
+    assert any(not torch.equal(p0, pa) for p0, pa in zip(start, a.model.parameters()))
+    assert len(a) == 10, "the batch went into the reservoir"
+
+
+def test_er_reservoir_keeps_a_uniform_sample(tasks):
+    counts = np.zeros(100)
+    x = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    for seed in range(300):
+        m = _method("er", f"train.seed={seed}", "memory.images_per_task=5")   # capacity 10
+        m.buf_x = torch.zeros(10, 3, 4, 4, dtype=torch.uint8)
+        for i in range(100):
+            m.reservoir_add(x, 0, 0, i)
+        counts[m.buf_i.numpy()] += 1
+    # each of the 100 stream positions is kept with probability 10/100: 30 of 300 runs
+    assert counts.sum() == 3000
+    first, last = counts[:50].sum(), counts[50:].sum()
+    assert abs(first - last) < 0.15 * 3000
+    assert counts.max() < 60 and counts.min() > 10
