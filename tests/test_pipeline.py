@@ -148,8 +148,13 @@ def test_dvc_repro_matches_snakemake_and_caches(snake, tmp_path):
     params["samc"]["mu"] = 0.7
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = _run(["dvc", "status"], project)
-    assert "train_s0_task1" in status and "train_s1_task2" in status
-    assert "prepare:" not in status and "evaluate_s0:" not in status.split("train_s0_task1")[0]
+    assert "train_s0_task1" in status and "train_s1_task2" in status and "prepare:" not in status
+    # `dvc exp run -S` on the committed state: prepare is skipped, training re-runs
+    (project / "params.yaml").write_text(yaml.safe_dump(_tiny_params(), sort_keys=False))
+    _run(["git", "add", "-A"], project)
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "repro"], project)
+    out = _run(["dvc", "exp", "run", "-S", "samc.mu=0.7"], project)
+    assert "Stage 'prepare' didn't change" in out and "Running stage 'train_s0_task1'" in out
 
 
 @pytest.mark.slow
