@@ -102,7 +102,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg, exp = _experiment(args)
     run_dir = Path(args.run_dir or pipeline.run_dir(cfg, exp))
     result = collect(run_dir, cfg.dataset.n_tasks)
-    result["experiment"] = exp
+    result.update(experiment=exp, dataset=cfg.dataset.name, method=cfg.train.method, seed=cfg.train.seed,
+                  mu=cfg.samc.mu if cfg.train.method == "samc" else None,
+                  completion=cfg.samc.completion if cfg.train.method == "samc" else None)
     out = Path(args.out or pipeline.results_dir(exp))
     write_experiment_results(result, out, f"{exp}: {cfg.dataset.name}, {cfg.train.method}, seed {cfg.train.seed}")
     print(_format_matrix(result["accuracy_matrix"]))

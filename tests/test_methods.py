@@ -122,3 +122,22 @@ def test_er_reservoir_keeps_a_uniform_sample(tasks):
     first, last = counts[:50].sum(), counts[50:].sum()
     assert abs(first - last) < 0.15 * 3000
     assert counts.max() < 60 and counts.min() > 10
+
+
+def test_report_renders_mean_and_std_over_seeds(tmp_path):
+    from samc.report import summary_table, write_report
+
+    def result(method, seed, acc, bwt, mu=None):
+        return {"method": method, "seed": seed, "mu": mu, "completion": "rule+ae" if mu else None,
+                "acc": acc, "bwt": bwt, "bwt_gem_code": bwt * 0.8, "memory_images": [10, 10],
+                "memory_bytes": [1, 1], "wall_s": 1.0}
+
+    results = {"gem-s0": result("gem", 0, 70.0, -15.0), "gem-s1": result("gem", 1, 72.0, -13.0),
+               "samc-s0": result("samc", 0, 75.0, -11.0, 0.6)}
+    rows = {r["method"]: r for r in summary_table(results)}
+    assert rows["gem"]["acc"] == "71.00 ± 1.41" and rows["gem"]["bwt"] == "-14.00 ± 1.41"
+    assert rows["samc (μ=0.6, rule+ae)"]["seeds"] == "0"
+    write_report(results, tmp_path, {"p": 1})
+    text = (tmp_path / "report.md").read_text()
+    assert "71.00 ± 1.41" in text and "commit" in text
+    assert (tmp_path / "report.csv").read_text().count("\n") == 4
