@@ -46,7 +46,8 @@ class ER(Method):
         if slot < self.capacity:
             self.buf_x[slot], self.buf_y[slot], self.buf_t[slot], self.buf_i[slot] = x, y, t, index
 
-    def observe(self, batch: Batch, t: int) -> float:
+    def with_replay(self, batch: Batch, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, y, task ids): the batch plus an equally large uniform sample of the buffer."""
         x, y, tasks = batch.x, batch.y, torch.full_like(batch.y, t)
         n = len(self)
         if n:
@@ -54,16 +55,28 @@ class ER(Method):
             x = torch.cat([x, self.buf_x[pick].to(self.device).float().div_(255.0)])
             y = torch.cat([y, self.buf_y[pick].to(self.device)])
             tasks = torch.cat([tasks, self.buf_t[pick].to(self.device)])
-        with self.timer("train_step"):
-            self.model.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(x, tasks), y)
-            loss.backward()
-            self.opt.step()
+        return x, y, tasks
+
+    def replay_step(self, batch: Batch, t: int) -> float:
+        """One SGD step on the batch with replay (each sample through its own task's head)."""
+        x, y, tasks = self.with_replay(batch, t)
+        self.model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(x, tasks), y)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def remember(self, batch: Batch, t: int) -> None:
         with self.timer("memory_write"):
             raw = torch.from_numpy(batch.raw)
             for i in range(len(batch)):
                 self.reservoir_add(raw[i], int(batch.y[i]), t, int(batch.index[i]))
-        return float(loss.detach())
+
+    def observe(self, batch: Batch, t: int) -> float:
+        with self.timer("train_step"):
+            loss = self.replay_step(batch, t)
+        self.remember(batch, t)
+        return loss
 
     def task_memory(self, t: int) -> TaskMemory | None:
         """The buffer's current samples of task t (a snapshot for inspection)."""

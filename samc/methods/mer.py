@@ -14,7 +14,6 @@ Reptile terms that align gradients across samples need s > 1 (set ``baselines.me
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from samc.methods.base import Batch
@@ -23,21 +22,7 @@ from samc.methods.er import ER
 
 class MER(ER):
     name = "mer"
-
-    def replay_step(self, batch: Batch, t: int) -> float:
-        """One SGD step (lr α) on the batch plus an equally large reservoir sample."""
-        x, y, tasks = batch.x, batch.y, torch.full_like(batch.y, t)
-        n = len(self)
-        if n:
-            pick = torch.randperm(n, generator=self.generator)[: len(batch)]
-            x = torch.cat([x, self.buf_x[pick].to(self.device).float().div_(255.0)])
-            y = torch.cat([y, self.buf_y[pick].to(self.device)])
-            tasks = torch.cat([tasks, self.buf_t[pick].to(self.device)])
-        self.model.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x, tasks), y)
-        loss.backward()
-        self.opt.step()
-        return float(loss.detach())
+    # replay_step (one SGD step of lr α on B ∪ R_i) and remember (reservoir) come from ER
 
     def observe(self, batch: Batch, t: int) -> float:
         b = self.cfg.baselines
@@ -54,8 +39,5 @@ class MER(ER):
                     vector_to_parameters(theta_w + b.mer_beta * (parameters_to_vector(params) - theta_w), params)
             with torch.no_grad():
                 vector_to_parameters(theta_a + b.mer_gamma * (parameters_to_vector(params) - theta_a), params)
-        with self.timer("memory_write"):
-            raw = torch.from_numpy(batch.raw)
-            for i in range(len(batch)):
-                self.reservoir_add(raw[i], int(batch.y[i]), t, int(batch.index[i]))
+        self.remember(batch, t)
         return losses[0]
