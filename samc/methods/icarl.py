@@ -11,15 +11,14 @@
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samc.methods.base import Batch, Method, TaskContext
-from samc.methods.lwf import distillation
+from samc.methods.base import Batch, TaskContext
+from samc.methods.lwf import LwF
 
 
 def features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -43,42 +42,32 @@ def herding(feats: torch.Tensor, m: int) -> list[int]:
     return chosen
 
 
-class ICaRL(Method):
+class ICaRL(LwF):
+    """LwF's frozen teacher and distillation, plus exemplars and the nearest-mean classifier."""
+
     name = "icarl"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ex_x: dict[int, torch.Tensor] = {}   # task -> uint8 (n, C, H, W)
         self.ex_y: dict[int, torch.Tensor] = {}   # task -> local labels
-        self.old: torch.nn.Module | None = None
-
-    def before_task(self, ctx: TaskContext) -> None:
-        if ctx.t > 0:
-            self.old = copy.deepcopy(self.model).eval()
-            for p in self.old.parameters():
-                p.requires_grad_(False)
 
     def observe(self, batch: Batch, t: int) -> float:
         with self.timer("train_step"):
             self.model.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(batch.x, t), batch.y)
-            total = loss
+            x = batch.x
             if self.old is not None and self.ex_x:
                 xs = torch.cat([self.ex_x[k] for k in sorted(self.ex_x)])
                 pick = torch.randperm(len(xs), generator=self.generator)[: len(batch)]
-                x = torch.cat([batch.x, xs[pick].to(self.device).float().div_(255.0)])
-                a = self.model.features_map(x)
-                with torch.no_grad():
-                    old_a = self.old.features_map(x)
-                T = self.cfg.baselines.lwf_temperature
-                kd = sum(distillation(self.model.head(a, k), self.old.head(old_a, k), T) for k in range(t))
-                total = loss + self.cfg.baselines.icarl_lambda * kd
-            total.backward()
+                x = torch.cat([x, xs[pick].to(self.device).float().div_(255.0)])
+            a = self.model.features_map(x)
+            loss = F.cross_entropy(self.model.head(a[: len(batch)], t), batch.y)
+            (loss + self.cfg.baselines.icarl_lambda * self.distill(x, a, t)).backward()
             self.opt.step()
         return float(loss.detach())
 
     def after_task(self, ctx: TaskContext) -> None:
-        self.old = None
+        super().after_task(ctx)
         per_class = max(1, self.cfg.memory.images_per_task // len(ctx.task.classes))
         was_training = self.model.training
         self.model.eval()
