@@ -95,3 +95,27 @@ def test_samc_beats_finetune_on_shapes(tmp_path):
     assert sa["acc"] > ft["acc"] + 5, (sa["acc"], ft["acc"])
     assert sa["bwt"] > ft["bwt"] + 5, (sa["bwt"], ft["bwt"])
     assert min(sa["memory_images"]) > 2, "a sparse memory of a 2-image budget holds more than 2 images"
+
+
+def test_samc_on_a_mini_imagenet_layout_at_84_pixels(tmp_path):
+    """A flat ImageFolder (mini-ImageNet's usual shipping: <class>/*.jpg, no split), resized to
+    84x84: the whole SAMC loop (Grad-CAM, sparse memory, inpainting + AE at a side that is not a
+    multiple of 8, GEM) runs and stores 84x84 memories."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mini"
+    for c in range(4):
+        (root / f"n0{c}").mkdir(parents=True)
+        for i in range(12):
+            img = rng.integers(0, 255, (100, 90, 3), dtype=np.uint8)
+            img[20:70, 20:70] = (60 * c, 255 - 60 * c, 128)
+            Image.fromarray(img).save(root / f"n0{c}" / f"{i:03d}.jpg")
+    cfg = tiny_config("dataset.name=imagefolder", f"dataset.root={root}", "dataset.image_size=84",
+                      "dataset.n_tasks=2", "train.method=samc", "samc.ae_steps=3", "samc.ae_pairs=8")
+    result = run_stream(cfg, tmp_path / "run", progress=False)
+    assert np.array(result["accuracy_matrix"]).shape == (2, 2)
+    mem = load_snapshot(tmp_path / "run" / "task_1" / "memory.zarr")
+    assert mem.image_shape == (3, 84, 84) and len(mem) > 10 and mem.nbytes <= mem.budget
+    images, masks = mem.decode_all()
+    assert images.shape[1:] == (3, 84, 84) and masks.shape[1:] == (84, 84)
