@@ -8,7 +8,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,26 @@ def publish_dir(tmp: Path, dest: Path) -> None:
     else:
         os.rename(tmp, dest)
         fsync_dir(dest.parent)
+
+
+@contextmanager
+def building_dir(dest: str | Path) -> Iterator[Path]:
+    """Yield an empty temp sibling of ``dest`` to fill; on success it is fsynced and swapped into
+    place as ``dest`` (:func:`publish_dir`), on failure removed: ``dest`` is never half-written."""
+    dest = Path(dest).absolute()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        publish_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    _atomic(Path(path), lambda p: p.write_bytes(data))

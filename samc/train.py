@@ -12,8 +12,6 @@ fresh one, with the same result bit for bit.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,21 +189,12 @@ def task_dir(run_dir: Path, t: int) -> Path:
 
 def save_task(learner: Learner, run_dir: Path, t: int, row: dict[str, Any]) -> None:
     """Write task t's outputs into a temp folder and swap it into place as ``task_<t>``."""
-    out = task_dir(run_dir, t).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with io.building_dir(task_dir(run_dir, t)) as tmp:   # the task folder appears whole or not at all
         io.save_torch(tmp / "state.pt", learner.state_dict(t))
         memory = learner.method.task_memory(t)
         if memory is not None:
             save_snapshot(memory, tmp / "memory.zarr")
         io.write_json(tmp / "metrics.json", row)
-        io.publish_dir(tmp, out)   # the whole task folder appears at once, or not at all
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def completed_tasks(run_dir: Path, n_tasks: int) -> int:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +29,8 @@ _CHUNK_IMAGES = 1024
 
 def write_tasks(tasks: list[Task], dest: str | Path, dataset_params: dict[str, Any]) -> Path:
     """Write ``tasks`` under ``dest`` (replacing an old folder atomically)."""
-    dest = Path(dest).absolute()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     compressors = zarr.codecs.ZstdCodec(level=3)
-    try:
+    with io.building_dir(dest) as tmp:
         for task in tasks:
             group = zarr.open_group(tmp / f"task_{task.index + 1}.zarr", mode="w")
             for name in _ARRAYS:
@@ -52,13 +44,8 @@ def write_tasks(tasks: list[Task], dest: str | Path, dataset_params: dict[str, A
             group.attrs.update({"index": task.index, "classes": list(task.classes),
                                 "class_names": list(task.class_names)})
         io.write_json(tmp / "meta.json", {"format": FORMAT, "n_tasks": len(tasks), "dataset": dataset_params})
-        io.fsync_tree(tmp)
-        io.publish_dir(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("prepared %d tasks in %s", len(tasks), dest)
-    return dest
+    return Path(dest)
 
 
 def read_tasks(root: str | Path, dataset_params: dict[str, Any] | None = None) -> list[Task]:
