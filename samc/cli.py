@@ -47,19 +47,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_raw(args: argparse.Namespace) -> dict:
-    cfg = config_mod.load(args.params, args.overrides)  # validates, names the file on error
-    import yaml
-
-    return yaml.safe_load(Path(args.params).read_text())
-
-
-def _experiment(args: argparse.Namespace):
-    """(config of the experiment, its name) for the pipeline commands."""
+def _experiment(args: argparse.Namespace) -> tuple[config_mod.Config, str]:
+    """(config of experiment ``--experiment`` of the grid, its name) for the pipeline commands."""
     from samc import pipeline
 
-    raw = _load_raw(args)
-    return pipeline.experiment_config(raw, args.experiment, tuple(args.overrides)), args.experiment
+    exp = pipeline.experiment(config_mod.load(args.params, args.overrides), args.experiment)
+    return config_mod.load(args.params, [*args.overrides, *exp.overrides]), exp.name
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

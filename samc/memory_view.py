@@ -8,7 +8,6 @@ complete this memory when the next task starts). It needs nothing from later tas
 """
 from __future__ import annotations
 
-import io as _io
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from samc import io  # noqa: E402
 from samc.inpaint import complete  # noqa: E402
 from samc.memory import TaskMemory, describe, load_snapshot  # noqa: E402
 from samc.models import InpaintAE  # noqa: E402
+from samc.report import save_png  # noqa: E402
 
 
 def _resolve(path: Path) -> tuple[Path, Path | None]:
@@ -50,7 +49,8 @@ def _autoencoder(state_path: Path | None, channels: int) -> tuple[InpaintAE | No
     return ae.eval(), str(state_path)
 
 
-def _ground_truth(mem: TaskMemory, data: Path | None) -> np.ndarray | None:
+def _ground_truth(mem: TaskMemory, data: Path | None, rows: np.ndarray) -> np.ndarray | None:
+    """The original training images of the memory's records ``rows`` (None without prepared data)."""
     if data is None:
         return None
     store = Path(data) / f"task_{mem.task + 1}.zarr"
@@ -59,7 +59,7 @@ def _ground_truth(mem: TaskMemory, data: Path | None) -> np.ndarray | None:
     import zarr
 
     x = zarr.open_group(store, mode="r")["x_train"]
-    return np.stack([np.asarray(x[int(i)]) for i in mem.indices])
+    return np.stack([np.asarray(x[int(i)]) for i in mem.indices[rows]])
 
 
 def show(path: Path, png: Path | None = None, data: Path | None = None, n: int = 8,
@@ -84,8 +84,7 @@ def show(path: Path, png: Path | None = None, data: Path | None = None, n: int =
     rule_done = complete(images, masks, "rule", rule=rule).numpy()
     ae, ae_source = _autoencoder(state_path, images.shape[1])
     ae_done = complete(images, masks, "rule+ae", rule=rule, ae=ae).numpy() if ae is not None else None
-    gt = _ground_truth(mem, data)
-    gt = gt[pick] if gt is not None else None
+    gt = _ground_truth(mem, data, pick)
     cols: list[tuple[str, Any]] = []
     if gt is not None:
         cols.append(("ground truth", gt.transpose(0, 2, 3, 1)))
@@ -104,10 +103,7 @@ def show(path: Path, png: Path | None = None, data: Path | None = None, n: int =
                               vmin=0, vmax=1, interpolation="nearest")
             axes[i, j].axis("off")
     fig.suptitle(f"task {mem.task + 1}, μ={mem.mu}, {len(mem)} images, {mem.nbytes}/{mem.budget} B", fontsize=8)
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    io._atomic(Path(png), lambda p: p.write_bytes(buf.getvalue()))
+    save_png(fig, Path(png), dpi=100)
     lines.append(f"{'grid':>22}: {png} ({k} images; autoencoder: {ae_source}; "
                  f"ground truth: {'yes' if gt is not None else 'no (no prepared data)'})")
     return lines

@@ -21,11 +21,12 @@ import numpy as np  # noqa: E402
 from samc import io  # noqa: E402
 
 
-def _save_png(fig: Any, path: Path) -> None:
+def save_png(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Render ``fig`` as PNG, write it atomically, close it."""
     buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    io._atomic(Path(path), lambda p: p.write_bytes(buf.getvalue()))
+    io.write_bytes(path, buf.getvalue())
 
 
 def plot_accuracy_matrix(R: np.ndarray, path: Path, title: str) -> None:
@@ -42,7 +43,7 @@ def plot_accuracy_matrix(R: np.ndarray, path: Path, title: str) -> None:
     ax.set_xlabel("evaluated task")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="test accuracy (%)")
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def plot_first_task(R: np.ndarray, path: Path, title: str) -> None:
@@ -55,7 +56,7 @@ def plot_first_task(R: np.ndarray, path: Path, title: str) -> None:
     ax.set_xticks(range(1, R.shape[0] + 1))
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def write_experiment_results(result: dict[str, Any], out: Path, title: str) -> None:
