@@ -1,4 +1,4 @@
-"""Command line: ``samc run | prepare | train-task | evaluate | report | dvc-yaml | memory show/diff``.
+"""Command line: ``samc run | prepare | train-task | evaluate | report | table | dvc-yaml | memory show/diff``.
 
 Every command reads the one configuration, ``params.yaml`` (``--params``), with optional
 ``--set section.key=value`` overrides, validated before any work is done.
@@ -62,6 +62,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.params, args.overrides)
     out = Path(args.out or pipeline.PREPARED)
+    if args.benchmark:
+        from samc.benchmarks import base_overrides
+
+        cfg = config_mod.load(args.params, [*args.overrides, *base_overrides(cfg, args.benchmark)])
+        out = Path(args.out or pipeline.prepared_dir(f"{args.benchmark}/"))
     tasks = load_tasks(cfg)
     write_tasks(tasks, out, dataset_params(cfg))
     print(f"prepared {len(tasks)} tasks in {out}: " + ", ".join(
@@ -74,7 +79,7 @@ def cmd_train_task(args: argparse.Namespace) -> int:
     from samc.train import load_tasks, resume, save_task, train_task
 
     cfg, exp = _experiment(args)
-    data = Path(args.data or pipeline.PREPARED)
+    data = Path(args.data or pipeline.prepared_dir(exp))
     tasks = load_tasks(cfg, data if data.exists() or args.data else None)
     t = args.task - 1
     if not 0 <= t < len(tasks):
@@ -119,6 +124,28 @@ def cmd_report(args: argparse.Namespace) -> int:
         results[exp.name] = io.read_json(path)
     write_report(results, Path(pipeline.RESULTS), cfg.to_dict())
     print((Path(pipeline.RESULTS) / "report.md").read_text().split("## Provenance")[0])
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from samc import benchmarks, io, pipeline
+    from samc.tables import write_artifact
+
+    cfg = config_mod.load(args.params, args.overrides)
+    runs = benchmarks.artifact_runs(cfg, args.benchmark, args.artifact)
+    results = {}
+    for run in runs:
+        path = Path(pipeline.results_dir(run.experiment)) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; run `snakemake --cores 4 {path}` (or "
+                                    f"`samc train-task`/`samc evaluate --experiment {run.experiment}`) first")
+        results[run.name] = io.read_json(path)
+    out = Path(pipeline.RESULTS) / args.benchmark
+    written = write_artifact(cfg, args.benchmark, args.artifact, runs, results, out)
+    for path in written:
+        if path.suffix == ".md":
+            print(path.read_text().split("## Provenance")[0])
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -169,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="split the dataset into tasks and write them as Zarr (data/prepared)")
     _add_config_args(p)
-    p.add_argument("--out", help="folder (default: data/prepared)")
+    p.add_argument("--out", help="folder (default: data/prepared, or data/benchmarks/<benchmark>)")
+    p.add_argument("--benchmark", help="prepare the dataset of this benchmark of params.yaml")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train-task", help="learn one task of an experiment from the previous task's state")
@@ -191,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="one table over every experiment of the grid (results/report.md)")
     _add_config_args(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("table", help="one table or figure of a benchmark (results/<benchmark>/<artifact>.*)")
+    _add_config_args(p)
+    p.add_argument("--benchmark", required=True, help="a benchmark of params.yaml, e.g. split-cifar10")
+    p.add_argument("--artifact", required=True, choices=["table1", "figure3", "table2", "table3", "table4",
+                                                          "figure5", "figure2"])
+    p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("dvc-yaml", help="render dvc.yaml from the pipeline's stages (samc/pipeline.py)")
     _add_config_args(p)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -102,6 +103,18 @@ class GridConfig:
 
 
 @dataclass(frozen=True)
+class BenchmarkConfig:
+    """A named benchmark (the paper's tables and figures; see samc.benchmarks)."""
+
+    set: dict[str, Any]                    # section.key -> value, for every run of the benchmark
+    methods: dict[str, dict[str, Any]]     # Table 1 rows: method -> its App. E overrides
+    seeds: list[int]
+    completions: list[str]                 # Table 2
+    mu: list[float]                        # Table 4, Figure 5
+    memory: list[int]                      # Figure 2 (memory.images_per_task)
+
+
+@dataclass(frozen=True)
 class Config:
     dataset: DatasetConfig
     train: TrainConfig
@@ -110,9 +123,16 @@ class Config:
     baselines: BaselinesConfig
     run: RunConfig
     grid: GridConfig
+    benchmarks: dict[str, BenchmarkConfig]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> "Config":
+        """This configuration with ``section.key=value`` overrides, validated; the benchmark
+        definitions are left out (a run's configuration does not depend on them)."""
+        raw = {k: v for k, v in self.to_dict().items() if k != "benchmarks"}
+        return from_dict(raw, overrides)
 
     def digest(self, sections: tuple[str, ...] | None = None) -> str:
         """Short stable hash of the config (or of some sections), used to name experiments."""
@@ -132,6 +152,11 @@ def load_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
 
 
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema())
+
+
 def _format_error(err: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
     if err.validator == "additionalProperties":
@@ -146,7 +171,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> None:
     every offending key, its value and what is allowed."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
-    errors = sorted(jsonschema.Draft202012Validator(load_schema()).iter_errors(raw), key=str)
+    errors = sorted(_validator().iter_errors(raw), key=str)
     msgs = [_format_error(e) for e in errors]
     if not msgs:
         ds = raw.get("dataset", {})
@@ -181,10 +206,11 @@ def from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), 
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(f"--set {item!r}: {section} is not a section")
         raw.setdefault(section, {})[key] = value
-    for section in _CLASSES:
+    for section in (*_CLASSES, "benchmarks"):
         raw.setdefault(section, {})
     validate(raw, source)
-    return Config(**{name: _CLASSES[name](**raw[name]) for name in _CLASSES})
+    return Config(**{name: _CLASSES[name](**raw[name]) for name in _CLASSES},
+                  benchmarks={k: BenchmarkConfig(**v) for k, v in raw["benchmarks"].items()})
 
 
 def load(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Config:

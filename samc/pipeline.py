@@ -56,6 +56,12 @@ def experiments(cfg: Config) -> list[Experiment]:
 
 
 def experiment(cfg: Config, name: str) -> Experiment:
+    """Experiment ``name`` of the grid, or ``<benchmark>/<run>`` of a benchmark."""
+    if "/" in name:
+        from samc.benchmarks import find_run
+
+        run = find_run(cfg, name)
+        return Experiment(run.experiment, run.overrides)
     for exp in experiments(cfg):
         if exp.name == name:
             return exp
@@ -82,36 +88,85 @@ def results_dir(exp: str) -> str:
     return f"{RESULTS}/{exp}"
 
 
+def prepared_dir(exp: str) -> str:
+    """The prepared tasks an experiment trains on: one folder per benchmark, one for the grid."""
+    return f"data/benchmarks/{exp.split('/')[0]}" if "/" in exp else PREPARED
+
+
+def _stage_name(kind: str, exp: str) -> str:
+    return f"{kind}_{exp.replace('/', '.')}"
+
+
+def _chain(cfg: Config, exp: Experiment, p: str) -> list[Stage]:
+    """train task 1 -> ... -> task T -> evaluate, for one experiment."""
+    exp_cfg = cfg.with_overrides(exp.overrides)
+    train_params = list(RUN_SECTIONS)
+    fingerprint = exp_cfg.digest(tuple(train_params))
+    T = exp_cfg.dataset.n_tasks
+    data = prepared_dir(exp.name)
+    out = []
+    for t in range(1, T + 1):
+        deps = [data] + ([task_dir(cfg, exp.name, t - 1)] if t > 1 else [])
+        out.append(Stage(
+            _stage_name("train", exp.name) + f"_task{t}",
+            f"samc train-task {p} --experiment {exp.name} --task {t} --no-progress",
+            deps=deps, outs=[task_dir(cfg, exp.name, t)], params=train_params,
+            resources={"kind": "train", "threads": exp_cfg.train.threads or 1}, fingerprint=fingerprint))
+    res = results_dir(exp.name)
+    out.append(Stage(
+        _stage_name("evaluate", exp.name), f"samc evaluate {p} --experiment {exp.name}",
+        deps=[task_dir(cfg, exp.name, t) for t in range(1, T + 1)],
+        outs=[f"{res}/accuracy_matrix.png", f"{res}/first_task.png"],
+        params=["dataset"], metrics=[f"{res}/metrics.json"], plots=[f"{res}/accuracy.csv"],
+        resources={"kind": "evaluate"}, fingerprint=fingerprint))
+    return out
+
+
 def stages(cfg: Config, params: str = "params.yaml") -> list[Stage]:
     """Every stage of the DAG, in a valid execution order."""
     p = f"--params {params}"
     out = [Stage("prepare", f"samc prepare {p}", deps=[], outs=[PREPARED], params=["dataset"],
                  resources={"kind": "prepare"}, fingerprint=cfg.digest(("dataset",)))]
-    train_params = list(RUN_SECTIONS)
-    T = cfg.dataset.n_tasks
     for exp in experiments(cfg):
-        exp_cfg = from_dict(cfg.to_dict(), exp.overrides)
-        fingerprint = exp_cfg.digest(tuple(train_params))
-        for t in range(1, T + 1):
-            deps = [PREPARED] + ([task_dir(cfg, exp.name, t - 1)] if t > 1 else [])
-            out.append(Stage(
-                f"train_{exp.name}_task{t}",
-                f"samc train-task {p} --experiment {exp.name} --task {t} --no-progress",
-                deps=deps, outs=[task_dir(cfg, exp.name, t)], params=train_params,
-                resources={"kind": "train", "threads": exp_cfg.train.threads or 1}, fingerprint=fingerprint))
-        res = results_dir(exp.name)
-        out.append(Stage(
-            f"evaluate_{exp.name}", f"samc evaluate {p} --experiment {exp.name}",
-            deps=[task_dir(cfg, exp.name, t) for t in range(1, T + 1)],
-            outs=[f"{res}/accuracy_matrix.png", f"{res}/first_task.png"],
-            params=["dataset"], metrics=[f"{res}/metrics.json"], plots=[f"{res}/accuracy.csv"],
-            resources={"kind": "evaluate"}, fingerprint=fingerprint))
+        out += _chain(cfg, exp, p)
     out.append(Stage(
         "report", f"samc report {p}",
         deps=[f"{results_dir(e.name)}/metrics.json" for e in experiments(cfg)],
         outs=[f"{RESULTS}/report.md", f"{RESULTS}/report.csv"], params=["grid"],
         resources={"kind": "evaluate"}, fingerprint=cfg.digest(("grid",))))
     return out
+
+
+def benchmark_stages(cfg: Config, params: str = "params.yaml") -> list[Stage]:
+    """The stages of every benchmark (Snakemake targets ``results/<benchmark>/<artifact>.*``):
+    prepare its dataset, train each of its runs once, evaluate them, write each artifact."""
+    from samc import benchmarks
+
+    p = f"--params {params}"
+    out = []
+    for b in cfg.benchmarks:
+        base = cfg.with_overrides(benchmarks.base_overrides(cfg, b))
+        out.append(Stage(_stage_name("prepare", b), f"samc prepare {p} --benchmark {b}", deps=[],
+                         outs=[prepared_dir(f"{b}/")], params=["benchmarks"], resources={"kind": "prepare"},
+                         fingerprint=base.digest(("dataset",))))
+        for run in benchmarks.runs(cfg, b):
+            out += _chain(cfg, Experiment(run.experiment, run.overrides), p)
+        for artifact, files in benchmarks.ARTIFACTS.items():
+            deps = [f"{results_dir(r.experiment)}/metrics.json" for r in benchmarks.artifact_runs(cfg, b, artifact)]
+            out.append(Stage(
+                _stage_name(artifact, b), f"samc table {p} --benchmark {b} --artifact {artifact}", deps=deps,
+                outs=[f"{RESULTS}/{b}/{f}" for f in (*files, f"{artifact}.json")], params=["benchmarks"],
+                resources={"kind": "evaluate"},
+                fingerprint=benchmarks.fingerprint(cfg, b)))
+    return out
+
+
+def benchmark_targets(cfg: Config, benchmark: str) -> list[str]:
+    """Every file of every artifact of ``benchmark`` (``snakemake --cores 4 <these>``)."""
+    from samc import benchmarks
+
+    benchmarks.spec(cfg, benchmark)
+    return [f"{RESULTS}/{benchmark}/{f}" for files in benchmarks.ARTIFACTS.values() for f in files]
 
 
 def dvc_yaml(cfg: Config, params: str = "params.yaml") -> str:

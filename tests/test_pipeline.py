@@ -69,6 +69,7 @@ def _tiny_params() -> dict:
     p["train"].update(device="cpu", method="samc", threads=1)
     p["samc"].update(ae_steps=10, ae_pairs=32, ae_patience=5)
     p["grid"].update(seed=[0, 1])
+    p["benchmarks"] = {}          # the benchmark stages have their own test (test_benchmarks.py)
     return p
 
 
@@ -195,19 +196,3 @@ def test_memory_show_and_diff(snake, tmp_path, capsys, monkeypatch):
     assert cli.main(["memory", "diff", "runs/s0/task_1", "runs/s1/task_1"]) == 0
     assert "shared samples" in capsys.readouterr().out
     assert cli.main(["memory", "show", "runs/nope"]) == 2
-
-
-@pytest.mark.slow
-def test_every_method_runs_two_tasks_through_the_pipeline(tmp_path):
-    from samc.methods import METHODS
-
-    params = _tiny_params()
-    params["dataset"].update(shapes_train_per_class=20, shapes_test_per_class=10)
-    params["samc"].update(ae_steps=2, ae_pairs=16)
-    params["grid"].update(method=sorted(METHODS), seed=[0])
-    project = _project(tmp_path / "all", params)
-    _run(["snakemake", "--cores", "2"], project)
-    report = (project / "results" / "report.csv").read_text()
-    for name in METHODS:
-        assert len(_metrics(project, f"{name}-s0")["accuracy_matrix"]) == 2
-        assert f"{name}-s0," in report

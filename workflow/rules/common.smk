@@ -6,5 +6,5 @@ from samc.config import from_dict
 
 validate(config, "../schemas/params.schema.json")
 CFG = from_dict(config, source="params.yaml (Snakemake configfile)")
-STAGES = pipeline.stages(CFG)
+STAGES = pipeline.stages(CFG) + pipeline.benchmark_stages(CFG)   # benchmarks: targets results/<name>/...
 TARGETS = [o for st in STAGES if st.name == "report" for o in st.outs]

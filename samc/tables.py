@@ -1,0 +1,253 @@
+"""The paper's tables and figures, rendered from the runs' ``metrics.json`` (samc.benchmarks).
+
+Every artifact is written atomically into ``results/<benchmark>/``: a Markdown table and its CSV,
+or a PNG and the CSV of what it plots, and ``<artifact>.json`` beside it with the provenance (git
+commit, machine), the benchmark's definition, the seeds and every run's overrides. ACC and BWT
+are in %; BWT as the paper defines it (mean over the first T-1 tasks) and, labelled, as GEM's code
+computes it (divided by T). Spreads are the sample standard deviation over seeds (0 for one seed).
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samc import io
+from samc.benchmarks import Run, spec
+from samc.config import Config
+from samc.report import plt, provenance, save_png
+
+# The paper's Table 1 (ACC, BWT), for the comparison column of table1.md.
+PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
+    "split-cifar10": {"finetune": (63.24, -17.91), "ewc": (65.64, -18.37), "lwf": (67.22, -16.78),
+                      "icarl": (72.53, -12.43), "gem": (70.82, -15.82), "er": (72.13, -12.78),
+                      "mer": (71.09, -13.69), "samc": (75.37, -11.12)},
+    "split-cifar100": {"finetune": (41.06, -17.36), "ewc": (42.22, -16.54), "lwf": (43.79, -16.23),
+                       "icarl": (48.78, -15.94), "gem": (50.28, -13.56), "er": (49.72, -13.84),
+                       "mer": (47.37, -15.23), "samc": (56.16, -8.24)},
+    "split-mini-imagenet": {"finetune": (33.31, -16.40), "ewc": (32.66, -14.83), "lwf": (34.17, -13.72),
+                            "icarl": (40.03, -12.16), "gem": (40.78, -9.87), "er": (40.04, -13.43),
+                            "mer": (39.63, -11.93), "samc": (46.98, -4.12)},
+}
+TIME_PHASES = ("train_step", "gradcam", "encode", "inpaint", "completion", "autoencoder", "memory_grads", "qp",
+               "evaluate")
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def _fmt(values: list[float], digits: int = 2) -> str:
+    m, s = _ms(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _groups(runs: list[Run], key: Callable[[Run], Any]) -> dict[Any, list[Run]]:
+    out: dict[Any, list[Run]] = {}
+    for r in runs:
+        out.setdefault(key(r), []).append(r)
+    return out
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _markdown(title: str, note: str, rows: list[dict[str, Any]]) -> str:
+    cols = list(rows[0])
+    lines = [f"# {title}", "", note, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _score_cols(res: list[dict[str, Any]]) -> dict[str, str]:
+    return {"ACC": _fmt([r["acc"] for r in res]), "BWT (paper, /(T-1))": _fmt([r["bwt"] for r in res]),
+            "BWT (GEM code, /T)": _fmt([r["bwt_gem_code"] for r in res])}
+
+
+def _images(res: list[dict[str, Any]]) -> list[float]:
+    """Images stored per task, averaged over the tasks that keep a memory (all but the last), per run."""
+    return [float(np.mean(r["memory_images"][:-1] or r["memory_images"])) for r in res]
+
+
+def table1(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
+    paper = PAPER_TABLE1.get(benchmark, {})
+    rows = []
+    for method, rs in _groups(runs, lambda r: r.method).items():
+        res = [results[r.name] for r in rs]
+        row = {"method": method, "seeds": " ".join(str(r.seed) for r in rs), **_score_cols(res),
+               "images/task": f"{np.mean(_images(res)):.1f}", "wall s": f"{np.mean([r['wall_s'] for r in res]):.0f}"}
+        if paper:
+            acc, bwt = paper.get(method, (None, None))
+            row["paper ACC / BWT"] = f"{acc} / {bwt}" if acc is not None else "—"
+        rows.append(row)
+    note = ("Table 1: ACC and BWT (%) mean ± std over seeds; the paper's BWT convention is the main "
+            "column. Memory: the budget of `memory.images_per_task` raw images per task.")
+    return _markdown(f"{benchmark}: Table 1", note, rows), rows
+
+
+def table2(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
+    rows = []
+    for completion, rs in _groups(runs, lambda r: _config(cfg, r).samc.completion).items():
+        res = [results[r.name] for r in rs]
+        rows.append({"completion": completion, "seeds": " ".join(str(r.seed) for r in rs), **_score_cols(res),
+                     "images/task": f"{np.mean(_images(res)):.1f}"})
+    note = "Table 2: SAMC's pattern completion R / A_ξ (zero padding, rule-based, autoencoder, rule + autoencoder)."
+    return _markdown(f"{benchmark}: Table 2", note, rows), rows
+
+
+def table3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
+    from samc.models import InpaintAE, ResNet18
+
+    rows = []
+    for method, rs in _groups(runs, lambda r: r.method).items():
+        c = _config(cfg, rs[0])
+        res = [results[r.name] for r in rs]
+        model = ResNet18(c.dataset.n_tasks, c.dataset.classes_per_task)
+        model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+        ae_mb = sum(p.numel() * p.element_size() for p in InpaintAE(3).parameters()) / 1e6 if method == "samc" else 0.0
+        image_bytes = 3 * c.dataset.image_size ** 2
+        mem_mb = [sum(r["memory_bytes"]) / 1e6 for r in res]
+        dense_mb = [sum(r["memory_images"]) * image_bytes / 1e6 for r in res]
+        row = {"method": method, "seeds": " ".join(str(r.seed) for r in rs),
+               "classifier MB": f"{model_mb:.3f}", "memory MB": _fmt(mem_mb, 3),
+               "same images dense MB": _fmt(dense_mb, 3), "AE MB": f"{ae_mb:.3f}",
+               "images stored": _fmt([float(sum(r["memory_images"])) for r in res], 1),
+               "wall s": _fmt([r["wall_s"] for r in res], 1)}
+        for phase in TIME_PHASES:
+            row[f"{phase} s"] = _fmt([sum(t.get(phase, 0.0) for t in r["timings"]) for r in res], 1)
+        rows.append(row)
+    by = {r["method"]: r for r in rows}
+    if "gem" in by and "samc" in by:
+        def mean(cell: str) -> float:
+            return float(cell.split(" ± ")[0])
+        g, s = by["gem"], by["samc"]
+        ratio = {k: "" for k in rows[0]}
+        ratio.update({"method": "samc / gem", "memory MB": f"{mean(s['memory MB']) / mean(g['memory MB']):.2f}",
+                      "same images dense MB": f"{mean(s['memory MB']) / mean(s['same images dense MB']):.2f} (samc)",
+                      "images stored": f"{mean(s['images stored']) / mean(g['images stored']):.2f}",
+                      "wall s": f"{mean(s['wall s']) / mean(g['wall s']):.2f}"})
+        rows.append(ratio)
+    note = ("Table 3: memory and time of SAMC vs GEM (means ± std over seeds, sums over tasks). "
+            "`same images dense MB`: what the stored images would take as raw uint8; the ratio row "
+            "compares SAMC with GEM (time: whole run wall time, same machine and threads).")
+    return _markdown(f"{benchmark}: Table 3", note, rows), rows
+
+
+def table4(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
+    rows = []
+    for mu, rs in _groups(runs, lambda r: _config(cfg, r).samc.mu).items():
+        res = [results[r.name] for r in rs]
+        rows.append({"mu": mu, "seeds": " ".join(str(r.seed) for r in rs),
+                     "images/task": _fmt(_images(res), 1), **_score_cols(res)})
+    note = ("Table 4 (and Figure 5): images SAMC stores per task (mean over tasks with a memory, ± std "
+            f"over seeds) at a budget of {_config(cfg, runs[0]).memory.images_per_task} raw images, and ACC, vs μ.")
+    return _markdown(f"{benchmark}: Table 4", note, rows), rows
+
+
+def figure3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path) -> list[dict]:
+    rows = []
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for method, rs in _groups(runs, lambda r: r.method).items():
+        curves = np.array([np.array(results[r.name]["accuracy_matrix"])[:, 0] for r in rs])
+        m, s = curves.mean(0), curves.std(0, ddof=1) if len(curves) > 1 else np.zeros(curves.shape[1])
+        x = np.arange(1, len(m) + 1)
+        ax.plot(x, m, marker="o", ms=3, label=method, lw=2.2 if method == "samc" else 1.2)
+        ax.fill_between(x, m - s, m + s, alpha=0.12)
+        rows += [{"method": method, "tasks_learned": int(t), "task1_accuracy_mean": round(float(a), 3),
+                  "task1_accuracy_std": round(float(d), 3)} for t, a, d in zip(x, m, s)]
+    ax.set_xlabel("tasks learned")
+    ax.set_ylabel("accuracy on task 1 (%)")
+    ax.set_title(f"{benchmark}: Figure 3 (mean ± std over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    save_png(fig, png)
+    return rows
+
+
+def figure5(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path) -> list[dict]:
+    rows = []
+    for mu, rs in _groups(runs, lambda r: _config(cfg, r).samc.mu).items():
+        res = [results[r.name] for r in rs]
+        (a, da), (n, dn) = _ms([r["acc"] for r in res]), _ms(_images(res))
+        rows.append({"mu": mu, "acc_mean": round(a, 3), "acc_std": round(da, 3),
+                     "images_per_task_mean": round(n, 2), "images_per_task_std": round(dn, 2)})
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    mus = [r["mu"] for r in rows]
+    ax.errorbar(mus, [r["acc_mean"] for r in rows], yerr=[r["acc_std"] for r in rows], marker="o", capsize=3,
+                color="C3", label="ACC")
+    ax.set_xlabel("μ")
+    ax.set_ylabel("ACC (%)", color="C3")
+    ax2 = ax.twinx()
+    ax2.plot(mus, [r["images_per_task_mean"] for r in rows], marker="s", ls="--", color="C0")
+    ax2.set_ylabel("images stored per task", color="C0")
+    ax.set_title(f"{benchmark}: Figure 5 / Table 4 (SAMC vs μ)", fontsize=9)
+    ax.grid(alpha=0.3)
+    save_png(fig, png)
+    return rows
+
+
+def figure2(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path) -> list[dict]:
+    rows = []
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for method, rs in _groups(runs, lambda r: r.method).items():
+        pts = []
+        for size, group in _groups(rs, lambda r: _config(cfg, r).memory.images_per_task).items():
+            a, da = _ms([results[r.name]["acc"] for r in group])
+            pts.append((size, a, da))
+            rows.append({"method": method, "memory_per_task": size, "acc_mean": round(a, 3), "acc_std": round(da, 3),
+                         "seeds": " ".join(str(r.seed) for r in group)})
+        pts.sort()
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
+                    label=method)
+    ax.set_xlabel("memory per task (raw images of budget)")
+    ax.set_ylabel("ACC (%)")
+    ax.set_title(f"{benchmark}: Figure 2 (mean ± std over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_png(fig, png)
+    return rows
+
+
+def _config(cfg: Config, run: Run) -> Config:
+    return cfg.with_overrides(run.overrides)
+
+
+TABLES = {"table1": table1, "table2": table2, "table3": table3, "table4": table4}
+FIGURES = {"figure3": figure3, "figure5": figure5, "figure2": figure2}
+
+
+def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], results: dict[str, Any],
+                   out: Path) -> list[Path]:
+    """Render ``artifact`` from ``results`` (run name -> metrics.json) into ``out``; return the files."""
+    out = Path(out)
+    prov = {"artifact": artifact, "benchmark": benchmark, "provenance": provenance(),
+            "definition": asdict(spec(cfg, benchmark)), "seeds": sorted({r.seed for r in runs}),
+            "runs": {r.name: list(r.overrides) for r in runs},
+            "params": cfg.to_dict()}
+    written = []
+    if artifact in TABLES:
+        text, rows = TABLES[artifact](cfg, benchmark, runs, results)
+        text += ("\n## Provenance\n\n```json\n" + json.dumps(prov["provenance"], indent=2) + "\n```\n\n"
+                 f"Runs ({len(runs)}; overrides of params.yaml in `{artifact}.json`): "
+                 + ", ".join(r.name for r in runs) + "\n")
+        io.write_text(out / f"{artifact}.csv", _csv(rows))
+        io.write_text(out / f"{artifact}.md", text)
+        written = [out / f"{artifact}.md", out / f"{artifact}.csv"]
+    else:
+        rows = FIGURES[artifact](cfg, benchmark, runs, results, out / f"{artifact}.png")
+        io.write_text(out / f"{artifact}.csv", _csv(rows))
+        written = [out / f"{artifact}.png", out / f"{artifact}.csv"]
+    io.write_json(out / f"{artifact}.json", prov)
+    return [*written, out / f"{artifact}.json"]

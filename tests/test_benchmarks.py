@@ -1,0 +1,134 @@
+"""Benchmarks: the paper's tables and figures as pipeline targets (samc.benchmarks, samc.tables)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from samc import benchmarks, config, pipeline
+from samc.tables import write_artifact
+from tests.helpers import ROOT
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return config.load(ROOT / "params.yaml")
+
+
+def test_named_benchmarks_carry_the_papers_settings(cfg):
+    c10 = cfg.with_overrides(benchmarks.make_run(cfg, "split-cifar10", "samc", 0).overrides)
+    assert (c10.dataset.name, c10.dataset.n_tasks, c10.dataset.classes_per_task, c10.dataset.image_size) == \
+        ("cifar10", 5, 2, 32)
+    assert (c10.train.lr, c10.train.epochs, c10.train.batch_size, c10.memory.images_per_task, c10.samc.mu,
+            c10.memory.strength) == (0.1, 1, 10, 10, 0.6, 0.5)
+    for name, size in (("split-cifar100", 32), ("split-mini-imagenet", 84)):
+        runs = {r.name: cfg.with_overrides(r.overrides) for r in benchmarks.runs(cfg, name)}
+        assert runs["samc-s0"].samc.mu == 0.7 and runs["samc-s0"].dataset.image_size == size
+        assert (runs["samc-s0"].dataset.n_tasks, runs["samc-s0"].dataset.classes_per_task) == (20, 5)
+        assert runs["finetune-s0"].train.lr == runs["ewc-s0"].train.lr == runs["icarl-s0"].train.lr == 1.0
+        assert runs["gem-s0"].train.lr == runs["er-s0"].train.lr == 0.1     # App. E
+        assert len({c.dataset for c in runs.values()}) == 1, "every run of a benchmark shares its dataset"
+
+
+def test_runs_are_shared_between_artifacts_and_named_canonically(cfg):
+    t1 = {r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "table1")}
+    t2 = [r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "table2")]
+    t4 = [r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "table4")]
+    f2 = [r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "figure2")]
+    # the default completion, the default mu and the default memory size are the Table 1 run itself
+    assert "samc-s0" in t1 and "samc-s0" in t2 and "samc-s0" in t4 and "samc-s0" in f2 and "gem-s4" in f2
+    assert {"samc-zero-s0", "samc-rule-s0", "samc-ae-s0", "samc-mu0.4-s3", "gem-m20-s1", "samc-m1-s2"} <= \
+        set(t2 + t4 + f2)
+    every = benchmarks.runs(cfg, "split-cifar10")
+    assert len({r.name for r in every}) == len(every)
+    by_name = {r.name: cfg.with_overrides(r.overrides) for r in every}
+    assert by_name["samc-mu0.4-s3"].samc.mu == 0.4 and by_name["samc-mu0.4-s3"].train.seed == 3
+    assert by_name["gem-m20-s1"].memory.images_per_task == 20 and by_name["gem-m20-s1"].train.method == "gem"
+    assert by_name["samc-zero-s0"].samc.completion == "zero"
+    exp = pipeline.experiment(cfg, "split-cifar10/samc-rule-s1")
+    assert cfg.with_overrides(exp.overrides).samc.completion == "rule"
+    assert pipeline.prepared_dir(exp.name) == "data/benchmarks/split-cifar10"
+    with pytest.raises(config.ConfigError, match="no run 'samc-s9'"):
+        pipeline.experiment(cfg, "split-cifar10/samc-s9")
+    with pytest.raises(config.ConfigError, match="not in params.yaml"):
+        benchmarks.runs(cfg, "split-cifar7")
+
+
+def test_benchmark_stages_target_every_artifact(cfg):
+    stages = {s.name: s for s in pipeline.benchmark_stages(cfg)}
+    t1 = stages["table1_split-cifar10"]
+    assert t1.outs == ["results/split-cifar10/table1.md", "results/split-cifar10/table1.csv",
+                       "results/split-cifar10/table1.json"]
+    assert "results/split-cifar10/samc-s4/metrics.json" in t1.deps and len(t1.deps) == 8 * 5
+    chain = stages["train_split-cifar10.samc-s0_task2"]
+    assert chain.deps == ["data/benchmarks/split-cifar10", "runs/split-cifar10/samc-s0/task_1"]
+    assert stages["prepare_split-cifar10"].outs == ["data/benchmarks/split-cifar10"]
+    # the default grid (and so dvc.yaml) does not include the benchmarks
+    assert not any(b in s.name for s in pipeline.stages(cfg) for b in cfg.benchmarks)
+
+
+def _fake_metrics(rng, T, acc, images):
+    R = np.tril(rng.uniform(60, 90, (T, T))) + np.triu(np.full((T, T), 50.0), 1)
+    R[-1] = acc
+    return {"accuracy_matrix": R.tolist(), "acc": float(np.mean(R[-1])),
+            "bwt": float(np.mean([R[-1, i] - R[i, i] for i in range(T - 1)])),
+            "bwt_gem_code": float(np.sum([R[-1, i] - R[i, i] for i in range(T - 1)]) / T),
+            "memory_images": images, "memory_bytes": [n * 100 for n in images],
+            "timings": [{"total": 10.0, "train_step": 5.0, "memory_grads": 3.0}] * T, "wall_s": 10.0 * T}
+
+
+def test_tables_render_from_metrics_files(cfg, tmp_path):
+    rng = np.random.default_rng(0)
+    runs = benchmarks.artifact_runs(cfg, "quick", "table1")
+    results = {r.name: _fake_metrics(rng, 2, [70.0 + r.seed, 80.0 + 2 * r.seed], [10, 0]) for r in runs}
+    written = write_artifact(cfg, "quick", "table1", runs, results, tmp_path)
+    assert [p.name for p in written] == ["table1.md", "table1.csv", "table1.json"]
+    rows = list(csv.DictReader((tmp_path / "table1.csv").open()))
+    assert [r["method"] for r in rows] == list(cfg.benchmarks["quick"].methods)
+    # seeds 0 and 1: ACC 75 and 76.5 -> mean 75.75, sample std 1.06
+    assert rows[0]["ACC"] == "75.75 ± 1.06" and rows[0]["seeds"] == "0 1"
+    prov = json.loads((tmp_path / "table1.json").read_text())
+    assert prov["seeds"] == [0, 1] and set(prov["runs"]) == set(results) and "commit" in prov["provenance"]
+    assert "## Provenance" in (tmp_path / "table1.md").read_text()
+
+    runs3 = benchmarks.artifact_runs(cfg, "quick", "table3")
+    res3 = {r.name: _fake_metrics(rng, 2, [70.0, 80.0], [40 if r.method == "samc" else 10, 0]) for r in runs3}
+    write_artifact(cfg, "quick", "table3", runs3, res3, tmp_path)
+    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "table3.csv").open())}
+    assert rows["samc / gem"]["images stored"] == "4.00" and rows["samc / gem"]["wall s"] == "1.00"
+
+    for artifact in ("figure2", "figure3", "figure5"):
+        runs_a = benchmarks.artifact_runs(cfg, "quick", artifact)
+        res = {r.name: _fake_metrics(rng, 2, [60.0, 70.0], [12, 0]) for r in runs_a}
+        write_artifact(cfg, "quick", artifact, runs_a, res, tmp_path)
+        assert Image.open(tmp_path / f"{artifact}.png").format == "PNG"
+    f2 = list(csv.DictReader((tmp_path / "figure2.csv").open()))
+    assert {(r["method"], r["memory_per_task"]) for r in f2} == {(m, str(n)) for m in ("gem", "samc")
+                                                                 for n in cfg.benchmarks["quick"].memory}
+
+
+@pytest.mark.slow
+def test_quick_benchmark_regenerates_every_table_and_figure_through_snakemake(tmp_path):
+    """Every method runs two tasks through the pipeline, and every artifact is written from them."""
+    from tests.test_pipeline import _project, _run, _tiny_params
+
+    params = _tiny_params()
+    params["benchmarks"] = {"quick": yaml.safe_load((ROOT / "params.yaml").read_text())["benchmarks"]["quick"]}
+    project = _project(tmp_path / "bench", params)
+    cfg = config.load(project / "params.yaml")
+    targets = pipeline.benchmark_targets(cfg, "quick")
+    _run(["snakemake", "--cores", "2", *targets], project, timeout=1800)
+    out = project / "results" / "quick"
+    t1 = list(csv.DictReader((out / "table1.csv").open()))
+    assert [r["method"] for r in t1] == ["finetune", "ewc", "lwf", "icarl", "gem", "agem", "er", "mer", "samc"]
+    for run in benchmarks.runs(cfg, "quick"):
+        assert len(json.loads((out / run.name / "metrics.json").read_text())["accuracy_matrix"]) == 2
+    assert [r["completion"] for r in csv.DictReader((out / "table2.csv").open())] == ["zero", "rule", "ae", "rule+ae"]
+    t4 = list(csv.DictReader((out / "table4.csv").open()))
+    assert [float(r["mu"]) for r in t4] == [0.4, 0.6]
+    for fig in ("figure2", "figure3", "figure5"):
+        assert Image.open(out / f"{fig}.png").format == "PNG"
+    assert "samc / gem" in (out / "table3.md").read_text()
+    assert "Nothing to be done" in _run(["snakemake", "--cores", "2", "-n", *targets], project)
