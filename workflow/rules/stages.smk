@@ -31,5 +31,6 @@ for _st in STAGES:
         threads: _st.resources.get("threads", 1)
         resources:
             kind=_st.resources.get("kind", "cpu"),
+            **kind_resources(_st.resources.get("kind", "cpu")),
         shell:
             "{params.cmd} > {log} 2>&1"
