@@ -7,6 +7,11 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 
 
+# With --use-singularity (--sdm apptainer) every job runs in this image (containers/: build it);
+# without it, on the host.
+container: CFG.run.container
+
+
 rule all:
     input:
         TARGETS,

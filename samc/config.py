@@ -91,6 +91,7 @@ class BaselinesConfig:
 @dataclass(frozen=True)
 class RunConfig:
     out: str
+    container: str
 
 
 @dataclass(frozen=True)

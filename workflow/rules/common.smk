@@ -1,4 +1,6 @@
 # Validate params.yaml against the schema the CLI uses, then build the stage list.
+import os
+
 from snakemake.utils import validate
 
 from samc import pipeline
@@ -22,3 +24,13 @@ validate(config, "../schemas/params.schema.json")
 CFG = from_dict(config, source="params.yaml (Snakemake configfile)")
 STAGES = pipeline.stages(CFG) + pipeline.benchmark_stages(CFG)   # benchmarks: targets results/<name>/...
 TARGETS = [o for st in STAGES if st.name == "report" for o in st.outs]
+
+
+def _out(path):
+    """Folders are directory() outputs; figures go into `snakemake --report report.html`."""
+    ext = os.path.splitext(path)[1]
+    if not ext:
+        return directory(path)
+    if ext == ".png":
+        return report(path, category="results", subcategory=os.path.basename(os.path.dirname(path)))
+    return path

@@ -1,19 +1,6 @@
 # One Snakemake rule per stage of samc.pipeline.stages(): inputs, outputs and the command come
 # from there. `params: fingerprint` is the hash of the parameters the stage reads, so a changed
 # value (e.g. samc.mu) re-runs exactly the stages that read it (Snakemake's `params` rerun trigger).
-import os
-
-
-def _out(path):
-    """Folders are directory() outputs; figures go into `snakemake --report report.html`."""
-    ext = os.path.splitext(path)[1]
-    if not ext:
-        return directory(path)
-    if ext == ".png":
-        return report(path, category="results", subcategory=os.path.basename(os.path.dirname(path)))
-    return path
-
-
 for _st in STAGES:
 
     rule:
