@@ -50,6 +50,7 @@ class TrainConfig:
     batch_size: int
     lr: float
     device: str
+    deterministic: bool
     threads: int
     eval_batch_size: int
 

@@ -12,6 +12,7 @@ fresh one, with the same result bit for bit.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,16 @@ from samc.timing import PhaseTimer
 log = logging.getLogger(__name__)
 STATE_FORMAT = "samc-state"
 STATE_VERSION = 1
+
+
+def use_deterministic(on: bool) -> None:
+    """``train.deterministic``: deterministic kernels (cuDNN, cuBLAS workspace), an error for an
+    op that has none, no cuDNN autotuning: reruns on one GPU give identical metrics."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = on
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -85,6 +96,7 @@ class Learner:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         device = resolve_device(cfg.train.device)
+        use_deterministic(cfg.train.deterministic)
         torch.manual_seed(cfg.train.seed)
         model = ResNet18(cfg.dataset.n_tasks, cfg.dataset.classes_per_task, in_channels=in_channels).to(device)
         timer = PhaseTimer()

@@ -119,3 +119,37 @@ def test_samc_on_a_mini_imagenet_layout_at_84_pixels(tmp_path):
     assert mem.image_shape == (3, 84, 84) and len(mem) > 10 and mem.nbytes <= mem.budget
     images, masks = mem.decode_all()
     assert images.shape[1:] == (3, 84, 84) and masks.shape[1:] == (84, 84)
+
+
+def test_device_selection_auto_falls_back_and_cuda_is_checked(monkeypatch, caplog):
+    import logging
+
+    import torch
+
+    from samc.train import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.INFO, logger="samc.train"):
+        assert resolve_device("auto") == torch.device("cpu")
+    assert "no CUDA device found, running on the CPU" in caplog.text
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="train.device = 'cuda' but no CUDA device is available"):
+        resolve_device("cuda")
+    assert cli.main(["run", "--set", "train.device=cuda", "--set", "dataset.n_tasks=2",
+                     "--set", "dataset.shapes_train_per_class=4", "--out", "/nonexistent-never-written"]) == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda" and resolve_device("cuda").type == "cuda"
+
+
+def test_deterministic_switch_gives_the_same_metrics_on_cpu(tmp_path):
+    import torch
+
+    small = ("dataset.n_tasks=2", "dataset.shapes_train_per_class=20", "dataset.shapes_test_per_class=10",
+             "train.method=samc")
+    try:
+        a = run_stream(tiny_config(*small), tmp_path / "a", progress=False)
+        b = run_stream(tiny_config(*small, "train.deterministic=true"), tmp_path / "b", progress=False)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert a["accuracy_matrix"] == b["accuracy_matrix"] and a["memory_bytes"] == b["memory_bytes"]
