@@ -65,7 +65,8 @@ ok=1
 if ! docker info >/dev/null 2>&1; then
     if command -v dockerd >/dev/null; then
         say "starting dockerd (log: /var/log/dockerd-samc.log)"
-        nohup dockerd >/var/log/dockerd-samc.log 2>&1 &
+        # niced: the build containers (pip install, ...) inherit dockerd's priority
+        nohup $NICE dockerd >/var/log/dockerd-samc.log 2>&1 &
         for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
     fi
 fi

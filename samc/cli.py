@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from samc import config as config_mod
+from samc import io
 
 log = logging.getLogger("samc")
 
@@ -38,7 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.params, args.overrides)
     run_dir = Path(args.out) if args.out else Path(cfg.run.out) / experiment_name(cfg)
-    result = run_stream(cfg, run_dir, progress=not args.no_progress)
+    with io.run_lock(run_dir):
+        result = run_stream(cfg, run_dir, progress=not args.no_progress)
     print(f"run: {run_dir}")
     print(_format_matrix(result["accuracy_matrix"]))
     print(f"ACC {result['acc']:.2f}  BWT {result['bwt']:.2f} (paper, /(T-1))  "
@@ -85,9 +87,10 @@ def cmd_train_task(args: argparse.Namespace) -> int:
     if not 0 <= t < len(tasks):
         raise config_mod.ConfigError(f"--task {args.task}: must be between 1 and {len(tasks)}")
     run_dir = Path(args.run_dir or pipeline.run_dir(cfg, exp))
-    learner = resume(cfg, run_dir, t, in_channels=tasks[0].x_train.shape[1])
-    row = train_task(learner, tasks, t, progress=not args.no_progress)
-    save_task(learner, run_dir, t, row)
+    with io.run_lock(run_dir):
+        learner = resume(cfg, run_dir, t, in_channels=tasks[0].x_train.shape[1])
+        row = train_task(learner, tasks, t, progress=not args.no_progress)
+        save_task(learner, run_dir, t, row)
     print(json.dumps({"experiment": exp, "task": args.task, "accuracies": row["accuracies"]}))
     return 0
 

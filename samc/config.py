@@ -202,6 +202,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "params") -> Config:
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     raw = copy.deepcopy(raw) if raw is not None else {}
     for item in overrides:
         (section, key), value = parse_override(item)

@@ -44,8 +44,16 @@ def save_torch(path: str | Path, obj: Any) -> None:
 
 
 def load_torch(path: str | Path) -> Any:
-    """Load a checkpoint without executing code from it (``weights_only=True``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint without executing code from it (``weights_only=True``): anything but
+    tensors and plain containers (e.g. a pickle whose ``__reduce__`` would run code) is refused,
+    as is a truncated or foreign file, with an error naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:   # any failure to parse untrusted bytes means: not a checkpoint
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: refused, not a valid samc checkpoint (weights-only load failed: {first})") from None
 
 
 def read_json(path: str | Path) -> Any:
@@ -160,3 +168,34 @@ def building_dir(dest: str | Path) -> Iterator[Path]:
 
 def write_bytes(path: str | Path, data: bytes) -> None:
     _atomic(Path(path), lambda p: p.write_bytes(data))
+
+
+class RunLocked(RuntimeError):
+    """Another samc process is writing the same run folder."""
+
+
+@contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` (``<run_dir>/.samc.lock``, ``flock``) while writing
+    into it: a second ``samc`` pointed at the same folder fails at once, naming it, instead of
+    interleaving writes. The lock goes with the process (a killed job leaves no stale lock)."""
+    import fcntl
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(run_dir / ".samc.lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            raise RunLocked(f"{run_dir}: in use by another samc process ({owner}); "
+                            "wait for it or point this one to another folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()

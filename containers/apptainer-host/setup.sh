@@ -89,6 +89,7 @@ unshare --mount --propagation private bash -euo pipefail -c '
     chroot "$R" apt-get clean
 ' _ "$ROOT" "$NICE"
 
-# This host's containers lack CAP_SYS_RESOURCE in their bounding set (see CapBnd in /proc/self/status);
-# the wrapper therefore sets APPTAINER_NO_PRIVS-equivalent --drop-caps when needed.
+# This host's containers lack CAP_SYS_RESOURCE in their bounding set (see CapBnd in /proc/self/status):
+# the wrapper adds --drop-caps CAP_SYS_RESOURCE to exec/run/shell/test and runs build in a user
+# namespace (see the wrapper's comments).
 log "done: $(chroot "$ROOT" /usr/bin/apptainer --version)"
