@@ -285,3 +285,85 @@ def test_fuzzed_snapshot_is_refused_or_decoded_exactly(project, tmp_path_factory
     assert back.records == good.records and back.labels.tolist() == good.labels.tolist()
     a, b = back.decode_all(), good.decode_all()
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+# -- kill tests: SIGKILL at chosen points of `samc train-task`, then a plain restart --------------
+_KILLER = r'''
+import io as _bio, os, signal, sys
+import torch, zarr
+import samc.io as sio
+from samc.methods.gem import GEM
+
+point = os.environ["SAMC_KILL_AT"]
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "training":                      # in the middle of the task's SGD steps
+    calls = {"n": 0}
+    observe = GEM.observe
+    def observe_then_die(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            die()
+        return observe(self, *a, **k)
+    GEM.observe = observe_then_die
+elif point == "checkpoint":                  # half of state.pt written
+    save = torch.save
+    def half_then_die(obj, f, *a, **k):
+        buf = _bio.BytesIO()
+        save(obj, buf, *a, **k)
+        with open(f, "wb") as fh:
+            fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+            fh.flush()
+            os.fsync(fh.fileno())
+        die()
+    torch.save = half_then_die
+elif point == "memory":                      # the first array of the Zarr store written, not the rest
+    setitem = zarr.Array.__setitem__
+    def write_then_die(self, key, value):
+        setitem(self, key, value)
+        die()
+    zarr.Array.__setitem__ = write_then_die
+elif point == "metrics":                     # state and memory written, metrics.json not yet
+    write_json = sio.write_json
+    def json_then_die(path, obj):
+        if str(path).endswith("metrics.json"):
+            die()
+        return write_json(path, obj)
+    sio.write_json = json_then_die
+elif point == "publish":                     # the task folder complete in its temp place, not swapped in
+    publish = sio.publish_dir
+    def publish_then_die(tmp, dest):
+        if os.path.basename(str(dest)).startswith("task_"):
+            die()
+        return publish(tmp, dest)
+    sio.publish_dir = publish_then_die
+from samc.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+KILL_POINTS = ["training", "checkpoint", "memory", "metrics", "publish"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_killed_training_job_restarts_to_the_same_metrics(point, project, tmp_path):
+    import subprocess
+    import sys
+
+    run = _victim(project, tmp_path)
+    task1 = _tree_digest(run / "task_1")
+    argv = ["train-task", "--params", str(project / "params.yaml"), "--run-dir", str(run), "--task", "2",
+            "--no-progress"]
+    killed = subprocess.run([sys.executable, "-c", _KILLER, *argv], env={**os.environ, "SAMC_KILL_AT": point},
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, (point, killed.returncode, killed.stderr[-2000:])
+    assert not (run / "task_2").exists(), f"{point}: a half-written task folder is visible"
+    assert _tree_digest(run / "task_1") == task1
+    again = subprocess.run([sys.executable, "-m", "samc.cli", *argv], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    got = json.loads((run / "task_2" / "metrics.json").read_text())
+    want = json.loads((project / "run" / "task_2" / "metrics.json").read_text())
+    assert got["accuracies"] == want["accuracies"] and got["memory"] == want["memory"]
+    assert load_snapshot(run / "task_2" / "memory.zarr").records == \
+        load_snapshot(project / "run" / "task_2" / "memory.zarr").records
