@@ -28,6 +28,7 @@ CT=$PROJ/containers
 E2E_DIR=${E2E_DIR:-/var/tmp/samc-e2e}
 IMAGE=${IMAGE:-samc:latest}
 SIF=${SIF:-$CT/samc.sif}
+SIF_STAMP=${E2E_DIR:-/var/tmp/samc-e2e}/samc.sif.image-id   # the Docker image the .sif was built from
 TOL=${TOL:-0}
 NICE="nice -n 19 ionice -c3"
 ULIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=1000:1000)
@@ -130,8 +131,10 @@ else
             # the host clock may be ahead of a snapshot mirror's Valid-Until
             echo 'Acquire::Check-Valid-Until "false";' > "$ROOTFS/etc/apt/apt.conf.d/99samc-no-valid-until"
             rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
-            say "\$ tar -C $ROOTFS -c --exclude=./.debootstrap-done . | docker import - $BASE"
-            $NICE tar -C "$ROOTFS" -c --exclude=./.debootstrap-done . | docker import \
+            # no device nodes (./dev/*): docker provides /dev at run time, and apptainer-host's
+            # build (a user namespace) cannot mknod them when it unpacks the docker-archive
+            say "\$ tar -C $ROOTFS -c --exclude=./.debootstrap-done --exclude='./dev/*' . | docker import - $BASE"
+            $NICE tar -C "$ROOTFS" -c --exclude=./.debootstrap-done --exclude='./dev/*' . | docker import \
                 -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' -c 'CMD ["/bin/bash"]' \
                 - "$BASE" 2>&1 | tee -a "$LOG"
             docker image inspect "$BASE" >/dev/null 2>&1 || ok=0
@@ -196,7 +199,7 @@ fi
 # ---------------------------------------------------------------- 5. .sif
 step_start "apptainer build $SIF (containers/samc.def, docker-archive)"
 IMG_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE")
-if [[ -f $SIF && -f $SIF.image-id && $(cat "$SIF.image-id") == "$IMG_ID" && ${REBUILD:-0} != 1 ]]; then
+if [[ -f $SIF && -f $SIF_STAMP && $(cat "$SIF_STAMP") == "$IMG_ID" && ${REBUILD:-0} != 1 ]]; then
     step_end skip "(built from $IMG_ID)"
 else
     ARCHIVE=$E2E_DIR/samc-docker.tar
@@ -210,7 +213,7 @@ else
     sed "s|^From: .*|From: $ARCHIVE|" "$CT/samc.def" > "$E2E_DIR/samc.def"
     if ((ok)) && (cd "$PROJ" && export APPTAINER_TMPDIR=$E2E_DIR && run $NICE apptainer build --force "$SIF.tmp" "$E2E_DIR/samc.def"); then
         mv -f "$SIF.tmp" "$SIF"
-        echo "$IMG_ID" > "$SIF.image-id"
+        echo "$IMG_ID" > "$SIF_STAMP"
         [[ ${KEEP_ARCHIVE:-0} == 1 ]] || rm -f "$ARCHIVE" "$ARCHIVE.image-id"
         step_end ok "($(du -h "$SIF" | cut -f1))"
     else
