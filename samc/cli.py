@@ -255,8 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
     try:
         return args.func(args)
+    except torch.OutOfMemoryError as exc:
+        log.error("out of GPU memory in `samc %s`: %s. Completed tasks are kept; lower "
+                  "train.eval_batch_size, set memory.grad_mode=loop, use a larger GPU or train.device=cpu",
+                  args.command, str(exc).splitlines()[0] if str(exc) else "OutOfMemoryError")
+        return 3
     except (config_mod.ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         log.error("%s", exc)
         return 2

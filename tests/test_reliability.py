@@ -367,3 +367,17 @@ def test_killed_training_job_restarts_to_the_same_metrics(point, project, tmp_pa
     assert got["accuracies"] == want["accuracies"] and got["memory"] == want["memory"]
     assert load_snapshot(run / "task_2" / "memory.zarr").records == \
         load_snapshot(project / "run" / "task_2" / "memory.zarr").records
+
+
+def test_gpu_out_of_memory_is_reported_clearly(project, tmp_path, caplog, monkeypatch):
+    import torch
+
+    import samc.train
+
+    def oom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(samc.train, "run_stream", oom)
+    with caplog.at_level(logging.ERROR, logger="samc"):
+        code = cli.main(["run", "--params", str(project / "params.yaml"), "--out", str(tmp_path / "r")])
+    assert code == 3 and "out of GPU memory" in caplog.text and "train.eval_batch_size" in caplog.text
