@@ -187,6 +187,8 @@ def cmd_memory_diff(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from samc.benchmarks import ARTIFACTS
+
     parser = argparse.ArgumentParser(prog="samc", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,8 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table", help="one table or figure of a benchmark (results/<benchmark>/<artifact>.*)")
     _add_config_args(p)
     p.add_argument("--benchmark", required=True, help="a benchmark of params.yaml, e.g. split-cifar10")
-    p.add_argument("--artifact", required=True, choices=["table1", "figure3", "table2", "table3", "table4",
-                                                          "figure5", "figure2"])
+    p.add_argument("--artifact", required=True, choices=list(ARTIFACTS))
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("dvc-yaml", help="render dvc.yaml from the pipeline's stages (samc/pipeline.py)")

@@ -97,14 +97,27 @@ def table1(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]
     return _markdown(f"{benchmark}: Table 1", note, rows), rows
 
 
-def table2(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
+def _sweep_rows(runs: list[Run], results: dict[str, Any], column: str, value: Callable[[Run], Any],
+                images: Callable[[list[dict[str, Any]]], str], images_first: bool) -> list[dict[str, Any]]:
+    """One row per value of a swept setting: the value, the seeds, images per task and the scores."""
     rows = []
-    for completion, rs in _groups(runs, lambda r: _config(cfg, r).samc.completion).items():
+    for v, rs in _groups(runs, value).items():
         res = [results[r.name] for r in rs]
-        rows.append({"completion": completion, "seeds": " ".join(str(r.seed) for r in rs), **_score_cols(res),
-                     "images/task": f"{np.mean(_images(res)):.1f}"})
+        head = {column: v, "seeds": " ".join(str(r.seed) for r in rs)}
+        imgs = {"images/task": images(res)}
+        rows.append({**head, **imgs, **_score_cols(res)} if images_first else {**head, **_score_cols(res), **imgs})
+    return rows
+
+
+def table2(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
+    rows = _sweep_rows(runs, results, "completion", lambda r: _config(cfg, r).samc.completion,
+                       lambda res: f"{np.mean(_images(res)):.1f}", images_first=False)
     note = "Table 2: SAMC's pattern completion R / A_ξ (zero padding, rule-based, autoencoder, rule + autoencoder)."
     return _markdown(f"{benchmark}: Table 2", note, rows), rows
+
+
+def _megabytes(module: Any) -> float:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) / 1e6
 
 
 def table3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
@@ -114,9 +127,8 @@ def table3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]
     for method, rs in _groups(runs, lambda r: r.method).items():
         c = _config(cfg, rs[0])
         res = [results[r.name] for r in rs]
-        model = ResNet18(c.dataset.n_tasks, c.dataset.classes_per_task)
-        model_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
-        ae_mb = sum(p.numel() * p.element_size() for p in InpaintAE(3).parameters()) / 1e6 if method == "samc" else 0.0
+        model_mb = _megabytes(ResNet18(c.dataset.n_tasks, c.dataset.classes_per_task))
+        ae_mb = _megabytes(InpaintAE(3)) if method == "samc" else 0.0
         image_bytes = 3 * c.dataset.image_size ** 2
         mem_mb = [sum(r["memory_bytes"]) / 1e6 for r in res]
         dense_mb = [sum(r["memory_images"]) * image_bytes / 1e6 for r in res]
@@ -146,11 +158,8 @@ def table3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]
 
 
 def table4(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
-    rows = []
-    for mu, rs in _groups(runs, lambda r: _config(cfg, r).samc.mu).items():
-        res = [results[r.name] for r in rs]
-        rows.append({"mu": mu, "seeds": " ".join(str(r.seed) for r in rs),
-                     "images/task": _fmt(_images(res), 1), **_score_cols(res)})
+    rows = _sweep_rows(runs, results, "mu", lambda r: _config(cfg, r).samc.mu,
+                       lambda res: _fmt(_images(res), 1), images_first=True)
     note = ("Table 4 (and Figure 5): images SAMC stores per task (mean over tasks with a memory, ± std "
             f"over seeds) at a budget of {_config(cfg, runs[0]).memory.images_per_task} raw images, and ACC, vs μ.")
     return _markdown(f"{benchmark}: Table 4", note, rows), rows
