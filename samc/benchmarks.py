@@ -13,6 +13,8 @@ several artifacts (SAMC, seed 0, default μ: Tables 1-4) has one canonical name 
     table4   SAMC per μ: images stored per task and ACC                    (Table 4)
     figure5  ACC and images per task vs μ                                  (Figure 5)
     figure2  ACC vs memory per task, GEM and SAMC                          (Figure 2)
+    attribution  what SAMC's gain is made of: GEM with more images, SAMC with random or
+                 inverted masks, predicted-class Grad-CAM, BatchNorm variants, μ (``attribution``)
 """
 from __future__ import annotations
 
@@ -31,7 +33,10 @@ ARTIFACTS: dict[str, tuple[str, ...]] = {        # artifact -> the files it writ
     "table4": ("table4.md", "table4.csv"),
     "figure5": ("figure5.png", "figure5.csv"),
     "figure2": ("figure2.png", "figure2.csv"),
+    "attribution": ("attribution.md", "attribution.csv"),
 }
+# the overrides that name themselves in a run's name (make_run); any other override needs a tag
+_SWEPT = ("samc.completion", "samc.mu", "memory.images_per_task")
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,11 @@ def base_overrides(cfg: Config, benchmark: str) -> tuple[str, ...]:
 
 
 def make_run(cfg: Config, benchmark: str, method: str, seed: int, completion: str | None = None,
-             mu: float | None = None, memory: int | None = None) -> Run:
+             mu: float | None = None, memory: int | None = None, extra: dict[str, Any] | None = None,
+             tag: str | None = None) -> Run:
     """The run of ``method`` with ``seed`` and optional sweep values, named canonically: a sweep
-    value equal to the method's own setting is left out of the name (it is the same run)."""
+    value equal to the method's own setting is left out of the name (it is the same run).
+    ``extra`` holds further overrides; they are named by ``tag`` (required when there are any)."""
     b = spec(cfg, benchmark)
     method_sets = _sets(b.methods.get(method, {}))
     def own(key: str) -> Any:           # the method's own setting of ``section.key`` in this benchmark
@@ -86,9 +93,24 @@ def make_run(cfg: Config, benchmark: str, method: str, seed: int, completion: st
     if memory is not None and memory != own("memory.images_per_task"):
         parts.append(f"m{memory}")
         sweep.append(f"memory.images_per_task={memory}")
+    if extra:
+        if not tag:
+            raise ConfigError(f"benchmarks.{benchmark}: overrides {', '.join(extra)} of {method} need a tag "
+                              "(the part of the run's name that tells it apart)")
+        parts.append(tag)
+        sweep += list(_sets(extra))
     parts.append(f"s{seed}")
     return Run(benchmark, "-".join(parts), method, seed,
                (*base_overrides(cfg, benchmark), *method_sets, *sweep, f"train.method={method}", f"train.seed={seed}"))
+
+
+def attribution_row_runs(cfg: Config, benchmark: str, row: dict[str, Any]) -> list[Run]:
+    """The runs (one per seed) of one row of ``benchmarks.<benchmark>.attribution``."""
+    sets = dict(row["set"])
+    swept = {k: sets.pop(k) for k in _SWEPT if k in sets}
+    return [make_run(cfg, benchmark, row["method"], s, completion=swept.get("samc.completion"),
+                     mu=swept.get("samc.mu"), memory=swept.get("memory.images_per_task"),
+                     extra=sets, tag=row.get("tag")) for s in spec(cfg, benchmark).seeds]
 
 
 def artifact_runs(cfg: Config, benchmark: str, artifact: str) -> list[Run]:
@@ -105,7 +127,14 @@ def artifact_runs(cfg: Config, benchmark: str, artifact: str) -> list[Run]:
         return [make_run(cfg, benchmark, "samc", s, mu=mu) for mu in b.mu for s in seeds]
     if artifact == "figure2":
         return [make_run(cfg, benchmark, m, s, memory=n) for m in ("gem", "samc") for n in b.memory for s in seeds]
+    if artifact == "attribution":
+        return [r for row in b.attribution for r in attribution_row_runs(cfg, benchmark, row)]
     raise ConfigError(f"unknown artifact {artifact!r}; known: {', '.join(ARTIFACTS)}")
+
+
+def artifacts(cfg: Config, benchmark: str) -> list[str]:
+    """The artifacts ``benchmark`` defines (those with at least one run; e.g. no attribution rows)."""
+    return [a for a in ARTIFACTS if artifact_runs(cfg, benchmark, a)]
 
 
 def runs(cfg: Config, benchmark: str) -> list[Run]:

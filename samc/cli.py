@@ -136,6 +136,8 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.params, args.overrides)
     runs = benchmarks.artifact_runs(cfg, args.benchmark, args.artifact)
+    if not runs:
+        raise config_mod.ConfigError(f"{args.params}: benchmarks.{args.benchmark} defines no runs for {args.artifact}")
     results = {}
     for run in runs:
         path = Path(pipeline.results_dir(run.experiment)) / "metrics.json"

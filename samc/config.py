@@ -51,6 +51,7 @@ class TrainConfig:
     lr: float
     device: str
     deterministic: bool
+    bn_double_update: bool
     threads: int
     eval_batch_size: int
 
@@ -61,6 +62,7 @@ class MemoryConfig:
     strength: float
     agem_ref_size: int
     grad_mode: str
+    update_bn: bool
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class SamcConfig:
     completion: str
     rule: str
     saliency_target: str
+    mask: str
     ae_steps: int
     ae_lr: float
     ae_batch_size: int
@@ -114,6 +117,7 @@ class BenchmarkConfig:
     completions: list[str]                 # Table 2
     mu: list[float]                        # Table 4, Figure 5
     memory: list[int]                      # Figure 2 (memory.images_per_task)
+    attribution: list[dict[str, Any]]      # attribution ablations: {row, method, tag?, set}
 
 
 @dataclass(frozen=True)

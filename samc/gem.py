@@ -8,7 +8,8 @@ solved with ``quadprog`` (margin = ``memory_strength``; margin 0 gives the exact
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import quadprog
@@ -45,6 +46,24 @@ class GradBuffer:
                 p.grad = torch.zeros_like(p)
             p.grad.copy_(vec[off:off + n].view_as(p))
             off += n
+
+
+@contextlib.contextmanager
+def bn_stats_frozen(model: torch.nn.Module, frozen: bool = True) -> Iterator[None]:
+    """Within the block, train-mode BatchNorm normalises with batch statistics as usual but leaves its
+    running statistics (and counter) untouched (``memory.update_bn: false``)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if frozen else []
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(bns, saved):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
 
 
 def violated(g: torch.Tensor, G: torch.Tensor) -> bool:

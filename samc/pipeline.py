@@ -151,7 +151,8 @@ def benchmark_stages(cfg: Config, params: str = "params.yaml") -> list[Stage]:
                          fingerprint=base.digest(("dataset",))))
         for run in benchmarks.runs(cfg, b):
             out += _chain(cfg, Experiment(run.experiment, run.overrides), p)
-        for artifact, files in benchmarks.ARTIFACTS.items():
+        for artifact in benchmarks.artifacts(cfg, b):
+            files = benchmarks.ARTIFACTS[artifact]
             deps = [f"{results_dir(r.experiment)}/metrics.json" for r in benchmarks.artifact_runs(cfg, b, artifact)]
             out.append(Stage(
                 _stage_name(artifact, b), f"samc table {p} --benchmark {b} --artifact {artifact}", deps=deps,
@@ -165,8 +166,8 @@ def benchmark_targets(cfg: Config, benchmark: str) -> list[str]:
     """Every file of every artifact of ``benchmark`` (``snakemake --cores 4 <these>``)."""
     from samc import benchmarks
 
-    benchmarks.spec(cfg, benchmark)
-    return [f"{RESULTS}/{benchmark}/{f}" for files in benchmarks.ARTIFACTS.values() for f in files]
+    return [f"{RESULTS}/{benchmark}/{f}" for a in benchmarks.artifacts(cfg, benchmark)
+            for f in benchmarks.ARTIFACTS[a]]
 
 
 def dvc_yaml(cfg: Config, params: str = "params.yaml") -> str:

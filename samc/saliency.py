@@ -59,3 +59,26 @@ def grad_cam(model: ResNet18, x: torch.Tensor, task: int, y: torch.Tensor | None
 def saliency_mask(saliency: torch.Tensor, mu: float) -> torch.Tensor:
     """x' = 1{M_x > μ} (Eq. 4.4): True where the pixel is kept."""
     return saliency > mu
+
+
+def matched_mask(saliency: torch.Tensor, mu: float, kind: str, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+    """A mask keeping, per image, as many pixels as Eq. 4.4 keeps (|{M_x > μ}|), chosen by ``kind``:
+    ``saliency`` = Eq. 4.4 itself; ``random`` = uniformly at random (``generator``, on the CPU);
+    ``inverted`` = the least salient pixels (ties broken by position). Attribution ablations (issue 7)."""
+    mask = saliency_mask(saliency, mu)
+    if kind == "saliency":
+        return mask
+    b, h, w = saliency.shape
+    counts = mask.reshape(b, -1).sum(1, keepdim=True)
+    if kind == "random":
+        scores = torch.rand(b, h * w, generator=generator).to(saliency.device)
+    elif kind == "inverted":
+        scores = saliency.reshape(b, -1)
+    else:
+        raise ValueError(f"samc.mask: unknown mask {kind!r} (saliency | random | inverted)")
+    # rank of each pixel in ascending score order (stable), kept when rank < the image's count
+    order = torch.sort(scores, dim=1, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(h * w, device=order.device).expand(b, -1).contiguous())
+    return (rank < counts).reshape(b, h, w)

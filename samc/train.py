@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,13 @@ def resolve_device(requested: str) -> torch.device:
             return torch.device("cuda")
         log.info("train.device = auto: no CUDA device found, running on the CPU")
     return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """What a run's timings were measured on (recorded in every task's metrics)."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def experiment_name(cfg: Config) -> str:
@@ -153,6 +161,14 @@ def stream_order(cfg: Config, task: Task, t: int) -> np.ndarray:
     return np.concatenate([torch.randperm(n, generator=gen).numpy() for _ in range(cfg.train.epochs)])
 
 
+def bn_extra_pass(model: ResNet18, x: torch.Tensor, t: int) -> None:
+    """One train-mode forward of the batch without gradient: BatchNorm's running statistics take the
+    batch a second time (the SAMC authors' code does this through its Grad-CAM pass after the
+    optimiser step; ``train.bn_double_update``, an ablation). Weights are untouched."""
+    with torch.no_grad():
+        model(x, t)
+
+
 def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = True) -> dict[str, Any]:
     """Learn task t (0-based) and return its metrics row (accuracies after the task, memory, timings)."""
     cfg, method, device = learner.cfg, learner.method, learner.device
@@ -177,6 +193,8 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
             raw=raw, index=idx, position=pos,
         )
         losses.append(method.observe(batch, t))
+        if cfg.train.bn_double_update:
+            bn_extra_pass(learner.model, batch.x, t)
     method.after_task(ctx)
     with learner.timer("evaluate"):
         accs = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict)
@@ -188,6 +206,7 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
         "steps": len(losses),
         "memory": describe(memory) if memory is not None else None,
         "timings": {**learner.timer.as_dict(), "total": round(time.perf_counter() - start, 4)},
+        "device": device_name(device),
     }
     if baseline is not None:
         row["baseline_accuracies"] = baseline
@@ -247,6 +266,7 @@ def collect(run_dir: Path, n_tasks: int) -> dict[str, Any]:
         "memory_bytes": [r["memory"]["nbytes"] if r["memory"] else 0 for r in rows],
         "timings": [r["timings"] for r in rows],
         "wall_s": round(sum(r["timings"]["total"] for r in rows), 3),
+        "devices": sorted({r.get("device", "unrecorded") for r in rows}),
     }
     return out
 

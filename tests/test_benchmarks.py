@@ -109,6 +109,41 @@ def test_tables_render_from_metrics_files(cfg, tmp_path):
                                                                  for n in cfg.benchmarks["quick"].memory}
 
 
+def test_attribution_rows_are_runs_named_by_their_overrides(cfg):
+    names = [r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "attribution")]
+    seeds = cfg.benchmarks["split-cifar10"].seeds
+    assert len(names) == len(cfg.benchmarks["split-cifar10"].attribution) * len(seeds)
+    table1 = {r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "table1")}
+    table4 = {r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "table4")}
+    # rows 1 and 3 are Table 1's GEM and SAMC runs, the mu rows Table 4's: trained once
+    assert {"gem-s0", "samc-s0"} <= table1 & set(names) and {"samc-mu0.4-s0", "samc-mu0.8-s0"} <= table4 & set(names)
+    runs = {r.name: cfg.with_overrides(r.overrides) for r in benchmarks.runs(cfg, "split-cifar10")}
+    assert runs["gem-m70-s0"].memory.images_per_task == 70
+    assert runs["samc-mask_inverted-s1"].samc.mask == "inverted" and runs["samc-mask_inverted-s1"].train.seed == 1
+    assert runs["samc-target_predicted-s0"].samc.saliency_target == "predicted"
+    assert runs["gem-bn2-s0"].train.bn_double_update and runs["gem-bn2-s0"].train.method == "gem"
+    assert not runs["samc-bn_frozen-s0"].memory.update_bn
+    with pytest.raises(config.ConfigError, match="need a tag"):
+        benchmarks.make_run(cfg, "split-cifar10", "samc", 0, extra={"samc.mask": "random"})
+    # a benchmark without attribution rows has no attribution target
+    assert "attribution" not in benchmarks.artifacts(cfg, "split-cifar100")
+    assert not any("attribution" in t for t in pipeline.benchmark_targets(cfg, "split-cifar100"))
+
+
+def test_attribution_table_renders_one_row_per_entry(cfg, tmp_path):
+    rng = np.random.default_rng(1)
+    runs = benchmarks.artifact_runs(cfg, "split-cifar10", "attribution")
+    results = {r.name: _fake_metrics(rng, 5, [70.0 + r.seed] * 5, [60 if r.method == "samc" else 10] * 4 + [0])
+               for r in runs}
+    write_artifact(cfg, "split-cifar10", "attribution", runs, results, tmp_path)
+    rows = list(csv.DictReader((tmp_path / "attribution.csv").open()))
+    assert [r["row"] for r in rows] == [a["row"] for a in cfg.benchmarks["split-cifar10"].attribution]
+    n = len(cfg.benchmarks["split-cifar10"].seeds)
+    assert rows[0]["images/task"] == "10.0 ± 0.0" and rows[2]["images/task"] == "60.0 ± 0.0"
+    assert rows[0]["ACC"] == f"{70 + np.mean(range(n)):.2f} ± {np.std(range(n), ddof=1):.2f}"
+    assert rows[0]["memory kB/task"] == "1.0 ± 0.0"
+
+
 @pytest.mark.slow
 def test_quick_benchmark_regenerates_every_table_and_figure_through_snakemake(tmp_path):
     """Every method runs two tasks through the pipeline, and every artifact is written from them."""
@@ -131,4 +166,11 @@ def test_quick_benchmark_regenerates_every_table_and_figure_through_snakemake(tm
     for fig in ("figure2", "figure3", "figure5"):
         assert Image.open(out / f"{fig}.png").format == "PNG"
     assert "samc / gem" in (out / "table3.md").read_text()
+    # attribution rows 3-5 (saliency, random, inverted mask) through the same target as split-cifar10's
+    attr = list(csv.DictReader((out / "attribution.csv").open()))
+    assert [r["overrides"] for r in attr] == ["—", "samc.mask=random", "samc.mask=inverted"]
+    assert all(r["seeds"] == "0 1" and " ± " in r["ACC"] for r in attr)
+    random_cfg = config.load(project / "params.yaml").with_overrides(
+        benchmarks.find_run(cfg, "quick/samc-mask_random-s0").overrides)
+    assert random_cfg.samc.mask == "random"
     assert "Nothing to be done" in _run(["snakemake", "--cores", "2", "-n", *targets], project)

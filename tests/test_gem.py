@@ -108,3 +108,27 @@ def test_batched_memory_gradients_equal_the_loop(n_past):
     assert batched.data[:n_past].abs().sum(1).min() > 0
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, after_loop[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_frozen_bn_memory_passes_give_the_same_rows_and_leave_running_stats():
+    """memory.update_bn=false: same rows of G (train mode uses batch statistics), running stats untouched."""
+    from samc.gem import GradBuffer, bn_stats_frozen, memory_gradients_batched, memory_gradients_loop
+    from samc.models import ResNet18
+
+    torch.manual_seed(0)
+    model = ResNet18(5, 2).train()
+    xs = [torch.rand(10, 3, 32, 32) for _ in range(3)]
+    ys = [torch.randint(0, 2, (10,)) for _ in range(3)]
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    updated = GradBuffer(model.parameters(), 4)
+    memory_gradients_loop(model, xs, ys, [0, 1, 2], updated)
+    assert not torch.equal(model.bn1.running_mean, start["bn1.running_mean"])
+    for fn in (memory_gradients_loop, memory_gradients_batched):
+        model.load_state_dict(start)
+        frozen = GradBuffer(model.parameters(), 4)
+        with bn_stats_frozen(model):
+            fn(model, xs, ys, [0, 1, 2], frozen)
+        torch.testing.assert_close(frozen.data, updated.data, atol=1e-5 * updated.data.abs().max().item(), rtol=1e-4)
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, start[k]), k
+        assert model.bn1.momentum == 0.1

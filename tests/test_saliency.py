@@ -105,3 +105,30 @@ def test_targets_and_constant_maps():
     assert pred.shape == (3, 32, 32)
     with pytest.raises(ValueError, match="target"):
         grad_cam(model, x, 0, target="nope")
+
+
+@pytest.mark.parametrize("kind", ["random", "inverted"])
+def test_ablation_masks_keep_the_same_count_per_image(trained, kind):
+    """samc.mask random | inverted: per image exactly as many pixels as Eq. 4.4 keeps, chosen otherwise."""
+    from samc.saliency import matched_mask
+
+    model, task = trained
+    x = torch.from_numpy(task.x_test[:20]).float() / 255
+    sal = grad_cam(model, x, 0, torch.from_numpy(task.y_test[:20]))
+    ref = saliency_mask(sal, 0.6)
+    assert torch.equal(matched_mask(sal, 0.6, "saliency"), ref)
+    m = matched_mask(sal, 0.6, kind, torch.Generator().manual_seed(0))
+    assert torch.equal(m.flatten(1).sum(1), ref.flatten(1).sum(1))
+    mean_sal = lambda mask: ((sal * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)).mean()
+    if kind == "inverted":
+        # the kept pixels are the least salient: none kept is more salient than any dropped one
+        for s, k in zip(sal, m):
+            if 0 < k.sum() < k.numel():
+                assert s[k].max() <= s[~k].min()
+        assert mean_sal(m) < mean_sal(ref)
+    else:
+        again = matched_mask(sal, 0.6, kind, torch.Generator().manual_seed(0))
+        assert torch.equal(m, again) and not torch.equal(m, ref)
+        assert mean_sal(ref) > mean_sal(m) > mean_sal(matched_mask(sal, 0.6, "inverted"))
+    with pytest.raises(ValueError, match="samc.mask"):
+        matched_mask(sal, 0.6, "checkerboard")

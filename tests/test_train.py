@@ -153,3 +153,17 @@ def test_deterministic_switch_gives_the_same_metrics_on_cpu(tmp_path):
     finally:
         torch.use_deterministic_algorithms(False)
     assert a["accuracy_matrix"] == b["accuracy_matrix"] and a["memory_bytes"] == b["memory_bytes"]
+
+
+def test_bn_double_update_changes_running_stats_only(tmp_path, tasks):
+    """train.bn_double_update: the extra train-mode pass moves BatchNorm's running statistics, never the
+    weights (training normalises with batch statistics), so only evaluation can differ."""
+    runs = {}
+    for flag in (False, True):
+        cfg = tiny_config("train.method=finetune", "dataset.n_tasks=2", f"train.bn_double_update={str(flag).lower()}")
+        run_stream(cfg, tmp_path / str(flag), progress=False, tasks=tasks[:2])
+        runs[flag] = torch.load(tmp_path / str(flag) / "task_2" / "state.pt", weights_only=True)["model"]
+    weights = [k for k in runs[False] if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(runs[False][k], runs[True][k]) for k in weights)
+    assert not torch.equal(runs[False]["bn1.running_mean"], runs[True]["bn1.running_mean"])
+    assert runs[True]["bn1.num_batches_tracked"] == 2 * runs[False]["bn1.num_batches_tracked"]

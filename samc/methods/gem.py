@@ -4,7 +4,8 @@ Each past task k keeps an episodic memory M_k filled first-in-first-out during t
 samples of the task remain, §4.1). At every step the loss gradient g̃_k on each memory is compared
 with the batch gradient g; when some ⟨g, g̃_k⟩ < 0, g is projected (samc.gem.project). As in GEM's
 reference code the memory passes run in train mode, one per past task before the current batch,
-so BatchNorm's running statistics see them in that order.
+so BatchNorm's running statistics see them in that order (``memory.update_bn: false`` leaves the
+running statistics to the training batches alone).
 
 SAMC (samc.methods.samc) is this method with a different memory: ``select`` keeps only salient
 pixels and ``restore`` completes them.
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samc.gem import GradBuffer, batchable, memory_gradients_batched, memory_gradients_loop, project, violated
+from samc.gem import GradBuffer, batchable, bn_stats_frozen, memory_gradients_batched, memory_gradients_loop, project, violated
 from samc.memory import FifoMemory, TaskMemory, budget_bytes, encode
 from samc.methods.base import Batch, Method, TaskContext
 
@@ -41,10 +42,11 @@ class GEM(Method):
         mode = self.cfg.memory.grad_mode
         if mode == "auto":
             mode = "batched" if self.device.type == "cuda" else "loop"
-        if mode == "batched" and batchable(model, xs):
-            memory_gradients_batched(model, xs, ys, tasks, grads)
-        else:
-            memory_gradients_loop(model, xs, ys, tasks, grads)
+        with bn_stats_frozen(model, not self.cfg.memory.update_bn):
+            if mode == "batched" and batchable(model, xs):
+                memory_gradients_batched(model, xs, ys, tasks, grads)
+            else:
+                memory_gradients_loop(model, xs, ys, tasks, grads)
 
     # -- memory: what is stored, and how it is read back ---------------------------------------------
     def min_record_nbytes(self, shape: tuple[int, int, int]) -> int:

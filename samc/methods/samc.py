@@ -24,7 +24,7 @@ from samc.memory import TaskMemory, encode, min_record_nbytes
 from samc.methods.base import Batch, TaskContext
 from samc.methods.gem import GEM
 from samc.models import InpaintAE
-from samc.saliency import grad_cam, saliency_mask
+from samc.saliency import grad_cam, matched_mask
 
 
 class SAMC(GEM):
@@ -36,6 +36,7 @@ class SAMC(GEM):
         channels = self.model.conv1.in_channels
         self.ae = InpaintAE(channels).to(self.device)
         self.ae_generator = torch.Generator().manual_seed(self.cfg.train.seed + 104729)
+        self.mask_generator = torch.Generator().manual_seed(self.cfg.train.seed + 7919)   # samc.mask=random
         self.ae_history: list[dict[str, float]] = []
 
     def mu(self) -> float:
@@ -47,10 +48,11 @@ class SAMC(GEM):
         return min_record_nbytes(shape, "sparse", 1 if self.cfg.samc.mu < 1.0 else 0)
 
     def masks(self, x: torch.Tensor, y: torch.Tensor, t: int) -> np.ndarray:
-        """Eq. 4.4 for a batch: bool (B, H, W), True where the pixel is kept."""
+        """Eq. 4.4 for a batch: bool (B, H, W), True where the pixel is kept (``samc.mask`` other
+        than saliency: as many pixels per image, at random or the least salient)."""
         with self.timer("gradcam"):
             sal = grad_cam(self.model, x, t, y, target=self.cfg.samc.saliency_target)
-            return saliency_mask(sal, self.cfg.samc.mu).cpu().numpy()
+            return matched_mask(sal, self.cfg.samc.mu, self.cfg.samc.mask, self.mask_generator).cpu().numpy()
 
     def select(self, batch: Batch, keep: slice, t: int) -> list[bytes]:
         masks = self.masks(batch.x[keep], batch.y[keep], t)
@@ -90,6 +92,7 @@ class SAMC(GEM):
         state = super().state_dict()
         state["ae"] = self.ae.state_dict()
         state["ae_generator"] = self.ae_generator.get_state()
+        state["mask_generator"] = self.mask_generator.get_state()
         state["ae_history"] = self.ae_history
         return state
 
@@ -97,4 +100,5 @@ class SAMC(GEM):
         super().load_state_dict(state)
         self.ae.load_state_dict(state["ae"])
         self.ae_generator.set_state(state["ae_generator"])
+        self.mask_generator.set_state(state["mask_generator"])
         self.ae_history = list(state["ae_history"])
