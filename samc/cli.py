@@ -138,15 +138,21 @@ def cmd_table(args: argparse.Namespace) -> int:
     runs = benchmarks.artifact_runs(cfg, args.benchmark, args.artifact)
     if not runs:
         raise config_mod.ConfigError(f"{args.params}: benchmarks.{args.benchmark} defines no runs for {args.artifact}")
-    results = {}
+    results, missing = {}, []
     for run in runs:
         path = Path(pipeline.results_dir(run.experiment)) / "metrics.json"
-        if not path.is_file():
+        if path.is_file():
+            results[run.name] = io.read_json(path)
+        elif args.partial:
+            missing.append(run.name)
+        else:
             raise FileNotFoundError(f"{path}: missing; run `snakemake --cores 4 {path}` (or "
                                     f"`samc train-task`/`samc evaluate --experiment {run.experiment}`) first")
-        results[run.name] = io.read_json(path)
+    if not results:
+        raise FileNotFoundError(f"{pipeline.RESULTS}/{args.benchmark}: no run of {args.artifact} has results yet")
     out = Path(pipeline.RESULTS) / args.benchmark
-    written = write_artifact(cfg, args.benchmark, args.artifact, runs, results, out)
+    written = write_artifact(cfg, args.benchmark, args.artifact, [r for r in runs if r.name in results],
+                             results, out, missing=missing)
     for path in written:
         if path.suffix == ".md":
             print(path.read_text().split("## Provenance")[0])
@@ -231,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--benchmark", required=True, help="a benchmark of params.yaml, e.g. split-cifar10")
     p.add_argument("--artifact", required=True, choices=list(ARTIFACTS))
+    p.add_argument("--partial", action="store_true",
+                   help="render from the runs that have results, list the missing ones in the table "
+                        "(a long benchmark's progress; the pipeline target always waits for every run)")
     p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("dvc-yaml", help="render dvc.yaml from the pipeline's stages (samc/pipeline.py)")

@@ -168,7 +168,9 @@ def table4(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]
 def attribution(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
     rows = []
     for i, row in enumerate(spec(cfg, benchmark).attribution, 1):
-        rs = attribution_row_runs(cfg, benchmark, row)
+        rs = [r for r in attribution_row_runs(cfg, benchmark, row) if r.name in results]
+        if not rs:                                    # samc table --partial: a row not run yet
+            continue
         res = [results[r.name] for r in rs]
         kb = [float(np.mean(r["memory_bytes"][:-1] or r["memory_bytes"])) / 1e3 for r in res]
         rows.append({"#": i, "row": row["row"], "method": row["method"],
@@ -253,18 +255,33 @@ TABLES = {"table1": table1, "table2": table2, "table3": table3, "table4": table4
 FIGURES = {"figure3": figure3, "figure5": figure5, "figure2": figure2}
 
 
+def _devices(runs: list[Run], results: dict[str, Any]) -> dict[str, list[str]]:
+    """Which machine trained which runs (from each run's metrics; older runs did not record it)."""
+    out: dict[str, list[str]] = {}
+    for r in runs:
+        out.setdefault(", ".join(results[r.name].get("devices", ["unrecorded"])), []).append(r.name)
+    return out
+
+
 def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], results: dict[str, Any],
-                   out: Path) -> list[Path]:
-    """Render ``artifact`` from ``results`` (run name -> metrics.json) into ``out``; return the files."""
+                   out: Path, missing: list[str] | None = None) -> list[Path]:
+    """Render ``artifact`` from ``results`` (run name -> metrics.json) into ``out``; return the files.
+    ``missing``: runs of the artifact without results (``samc table --partial``), named in the output."""
     out = Path(out)
+    missing = list(missing or [])
     prov = {"artifact": artifact, "benchmark": benchmark, "provenance": provenance(),
             "definition": asdict(spec(cfg, benchmark)), "seeds": sorted({r.seed for r in runs}),
-            "runs": {r.name: list(r.overrides) for r in runs},
-            "params": cfg.to_dict()}
+            "runs": {r.name: list(r.overrides) for r in runs}, "missing_runs": missing,
+            "devices": _devices(runs, results), "params": cfg.to_dict()}
     written = []
     if artifact in TABLES:
         text, rows = TABLES[artifact](cfg, benchmark, runs, results)
+        if missing:
+            title, _, rest = text.partition("\n")
+            text = (f"{title} (PARTIAL: {len(runs)} of {len(runs) + len(missing)} runs)\n{rest}\n"
+                    f"Missing runs ({len(missing)}), not in any row above: {', '.join(missing)}\n")
         text += ("\n## Provenance\n\n```json\n" + json.dumps(prov["provenance"], indent=2) + "\n```\n\n"
+                 "Trained on: " + "; ".join(f"{d} ({len(n)} runs)" for d, n in prov["devices"].items()) + "\n\n"
                  f"Runs ({len(runs)}; overrides of params.yaml in `{artifact}.json`): "
                  + ", ".join(r.name for r in runs) + "\n")
         io.write_text(out / f"{artifact}.csv", _csv(rows))

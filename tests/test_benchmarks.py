@@ -38,13 +38,13 @@ def test_runs_are_shared_between_artifacts_and_named_canonically(cfg):
     t4 = [r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "table4")]
     f2 = [r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "figure2")]
     # the default completion, the default mu and the default memory size are the Table 1 run itself
-    assert "samc-s0" in t1 and "samc-s0" in t2 and "samc-s0" in t4 and "samc-s0" in f2 and "gem-s4" in f2
-    assert {"samc-zero-s0", "samc-rule-s0", "samc-ae-s0", "samc-mu0.4-s3", "gem-m20-s1", "samc-m1-s2"} <= \
+    assert "samc-s0" in t1 and "samc-s0" in t2 and "samc-s0" in t4 and "samc-s0" in f2 and "gem-s2" in f2
+    assert {"samc-zero-s0", "samc-rule-s0", "samc-ae-s0", "samc-mu0.4-s2", "gem-m20-s1", "samc-m1-s2"} <= \
         set(t2 + t4 + f2)
     every = benchmarks.runs(cfg, "split-cifar10")
     assert len({r.name for r in every}) == len(every)
     by_name = {r.name: cfg.with_overrides(r.overrides) for r in every}
-    assert by_name["samc-mu0.4-s3"].samc.mu == 0.4 and by_name["samc-mu0.4-s3"].train.seed == 3
+    assert by_name["samc-mu0.4-s2"].samc.mu == 0.4 and by_name["samc-mu0.4-s2"].train.seed == 2
     assert by_name["gem-m20-s1"].memory.images_per_task == 20 and by_name["gem-m20-s1"].train.method == "gem"
     assert by_name["samc-zero-s0"].samc.completion == "zero"
     exp = pipeline.experiment(cfg, "split-cifar10/samc-rule-s1")
@@ -61,7 +61,10 @@ def test_benchmark_stages_target_every_artifact(cfg):
     t1 = stages["table1_split-cifar10"]
     assert t1.outs == ["results/split-cifar10/table1.md", "results/split-cifar10/table1.csv",
                        "results/split-cifar10/table1.json"]
-    assert "results/split-cifar10/samc-s4/metrics.json" in t1.deps and len(t1.deps) == 8 * 5
+    assert "results/split-cifar10/samc-s2/metrics.json" in t1.deps and len(t1.deps) == 8 * 3
+    attribution = stages["attribution_split-cifar10"]
+    assert "results/split-cifar10/samc-mask_random-s2/metrics.json" in attribution.deps
+    assert attribution.outs[0] == "results/split-cifar10/attribution.md"
     chain = stages["train_split-cifar10.samc-s0_task2"]
     assert chain.deps == ["data/benchmarks/split-cifar10", "runs/split-cifar10/samc-s0/task_1"]
     assert stages["prepare_split-cifar10"].outs == ["data/benchmarks/split-cifar10"]
@@ -174,3 +177,26 @@ def test_quick_benchmark_regenerates_every_table_and_figure_through_snakemake(tm
         benchmarks.find_run(cfg, "quick/samc-mask_random-s0").overrides)
     assert random_cfg.samc.mask == "random"
     assert "Nothing to be done" in _run(["snakemake", "--cores", "2", "-n", *targets], project)
+
+
+def test_partial_table_names_the_missing_runs(tmp_path, monkeypatch, caplog):
+    """`samc table --partial` renders what has results and lists the rest; without it, a missing run is an error."""
+    from samc import cli
+
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load(ROOT / "params.yaml")
+    runs = benchmarks.artifact_runs(cfg, "quick", "table1")
+    rng = np.random.default_rng(2)
+    for r in runs[:3]:
+        path = tmp_path / "results" / r.experiment / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({**_fake_metrics(rng, 2, [70.0, 80.0], [10, 0]), "devices": ["cpu: test"]}))
+    args = ["table", "--params", str(ROOT / "params.yaml"), "--benchmark", "quick", "--artifact", "table1"]
+    assert cli.main(args) == 2
+    assert f"results/{runs[3].experiment}/metrics.json: missing" in caplog.text
+    assert cli.main([*args, "--partial"]) == 0
+    text = (tmp_path / "results" / "quick" / "table1.md").read_text()
+    assert f"(PARTIAL: 3 of {len(runs)} runs)" in text and runs[3].name in text.split("Missing runs")[1]
+    assert "cpu: test (3 runs)" in text
+    prov = json.loads((tmp_path / "results" / "quick" / "table1.json").read_text())
+    assert set(prov["missing_runs"]) == {r.name for r in runs[3:]} and set(prov["runs"]) == {r.name for r in runs[:3]}

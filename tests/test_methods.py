@@ -93,6 +93,11 @@ def test_icarl_herding_and_nearest_mean_of_exemplars(tasks):
     from samc.methods.icarl import features
     expected = torch.cdist(features(m.model, x), means).argmin(1)
     assert torch.equal(m.predict(x, 0), expected)
+    # the exemplars are the task's memory: counted, charged within the budget, the very images
+    mem = m.task_memory(0)
+    assert len(mem) == 10 and mem.nbytes <= mem.budget and m.task_memory(1) is None
+    images, _ = mem.decode_all()
+    np.testing.assert_array_equal(images, tasks[0].x_train[mem.indices])
 
 
 def test_mer_meta_update_interpolates_between_start_and_replay_step(tasks):

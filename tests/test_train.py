@@ -167,3 +167,13 @@ def test_bn_double_update_changes_running_stats_only(tmp_path, tasks):
     assert all(torch.equal(runs[False][k], runs[True][k]) for k in weights)
     assert not torch.equal(runs[False]["bn1.running_mean"], runs[True]["bn1.running_mean"])
     assert runs[True]["bn1.num_batches_tracked"] == 2 * runs[False]["bn1.num_batches_tracked"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["finetune", "ewc", "lwf", "icarl", "gem", "agem", "er", "mer", "samc"])
+def test_every_method_resumes_on_cuda(tmp_path, tasks, method):
+    """States are read onto the CPU; every method must put what it needs back on the GPU (EWC did not)."""
+    cfg = tiny_config(f"train.method={method}", "dataset.n_tasks=2", "train.device=cuda")
+    assert run_stream(cfg, tmp_path, progress=False, tasks=tasks[:2], stop_after=1) == {}
+    result = run_stream(cfg, tmp_path, progress=False, tasks=tasks[:2])
+    assert len(result["accuracy_matrix"]) == 2 and result["devices"][0].startswith("cuda")

@@ -74,4 +74,6 @@ class EWC(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.fisher, self.anchor = dict(state["fisher"]), dict(state["anchor"])
+        # states are read onto the CPU (samc.io.load_torch): the penalty needs them beside the weights
+        self.fisher = {n: v.to(self.device) for n, v in state["fisher"].items()}
+        self.anchor = {n: v.to(self.device) for n, v in state["anchor"].items()}

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samc.memory import TaskMemory, budget_bytes, encode
 from samc.methods.base import Batch, TaskContext
 from samc.methods.lwf import LwF
 
@@ -51,6 +52,8 @@ class ICaRL(LwF):
         super().__init__(*args, **kwargs)
         self.ex_x: dict[int, torch.Tensor] = {}   # task -> uint8 (n, C, H, W)
         self.ex_y: dict[int, torch.Tensor] = {}   # task -> local labels
+        self.ex_i: dict[int, torch.Tensor] = {}   # task -> indices in the task's training set
+        self.ex_classes: dict[int, list[int]] = {}
 
     def observe(self, batch: Batch, t: int) -> float:
         with self.timer("train_step"):
@@ -71,7 +74,7 @@ class ICaRL(LwF):
         per_class = max(1, self.cfg.memory.images_per_task // len(ctx.task.classes))
         was_training = self.model.training
         self.model.eval()
-        xs, ys = [], []
+        xs, ys, ids = [], [], []
         with torch.no_grad(), self.timer("exemplars"):
             for c in range(len(ctx.task.classes)):
                 idx = np.flatnonzero(ctx.task.y_train == c)
@@ -81,8 +84,23 @@ class ICaRL(LwF):
                 chosen = herding(f, per_class)
                 xs.append(imgs[chosen])
                 ys.append(torch.full((len(chosen),), c, dtype=torch.int64))
+                ids.append(torch.from_numpy(idx[chosen]))
         self.model.train(was_training)
-        self.ex_x[ctx.t], self.ex_y[ctx.t] = torch.cat(xs), torch.cat(ys)
+        self.ex_x[ctx.t], self.ex_y[ctx.t], self.ex_i[ctx.t] = torch.cat(xs), torch.cat(ys), torch.cat(ids)
+        self.ex_classes[ctx.t] = list(ctx.task.classes)
+
+    def task_memory(self, t: int) -> TaskMemory | None:
+        """Task t's exemplars (raw images), counted and charged like GEM's memory."""
+        if t not in self.ex_x:
+            return None
+        shape = tuple(self.ex_x[t].shape[1:])
+        full = np.ones(shape[1:], dtype=bool)
+        return TaskMemory(
+            task=t, classes=self.ex_classes[t], image_shape=shape, encoding="dense", mu=None,
+            budget=budget_bytes(self.cfg.memory.images_per_task, shape),
+            records=[encode(x.numpy(), full, "dense") for x in self.ex_x[t]],
+            labels=self.ex_y[t].numpy().copy(), indices=self.ex_i[t].numpy().copy(),
+        )
 
     @torch.no_grad()
     def class_means(self, t: int) -> torch.Tensor:
@@ -99,9 +117,13 @@ class ICaRL(LwF):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "ex_x": {str(k): v for k, v in self.ex_x.items()},
-                "ex_y": {str(k): v for k, v in self.ex_y.items()}}
+                "ex_y": {str(k): v for k, v in self.ex_y.items()},
+                "ex_i": {str(k): v for k, v in self.ex_i.items()},
+                "ex_classes": {str(k): v for k, v in self.ex_classes.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.ex_x = {int(k): v for k, v in state["ex_x"].items()}
         self.ex_y = {int(k): v for k, v in state["ex_y"].items()}
+        self.ex_i = {int(k): v for k, v in state["ex_i"].items()}
+        self.ex_classes = {int(k): list(v) for k, v in state["ex_classes"].items()}
