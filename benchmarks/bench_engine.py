@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -89,7 +90,7 @@ def main() -> None:
     ap.add_argument("--root")
     ap.add_argument("--tasks", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="/tmp/samc-bench")
+    ap.add_argument("--out", default="/tmp/samc-bench", help="run folders; emptied first, so every time is measured now")
     ap.add_argument("--skip-runs", action="store_true", help="only the step-cost and bytes tables")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -107,6 +108,8 @@ def main() -> None:
     bytes_per_image(cfg, [0.3, 0.5, 0.6, 0.7, 0.8])
     if args.skip_runs:
         return
+    if Path(args.out).exists():        # run_stream resumes finished runs: old times would be reported
+        shutil.rmtree(args.out)
     results = {}
     for method in ("gem", "samc"):
         c = config.load(ROOT / "params.yaml", [*sets, f"train.method={method}"])
