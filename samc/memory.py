@@ -479,6 +479,19 @@ def budget_bytes(images_per_task: int, shape: Sequence[int]) -> int:
     return n * c * h * w
 
 
+def dense_task_memory(task: int, classes: Sequence[int], images: np.ndarray, labels: np.ndarray,
+                      indices: np.ndarray, images_per_task: int) -> "TaskMemory":
+    """Whole uint8 images (N, C, H, W) as task ``task``'s memory, dense records charged against the
+    budget of ``images_per_task`` raw images (replay buffers and exemplar sets, for inspection)."""
+    shape = tuple(images.shape[1:])
+    full = np.ones(shape[1:], dtype=bool)
+    return TaskMemory(
+        task=task, classes=list(classes), image_shape=shape, encoding="dense", mu=None,
+        budget=budget_bytes(images_per_task, shape), records=[encode(x, full, "dense") for x in images],
+        labels=np.array(labels, copy=True), indices=np.array(indices, copy=True),
+    )
+
+
 def _concat_records(records: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.fromiter((len(r) for r in records), dtype=np.int64, count=len(records))
     offsets = np.zeros(len(records) + 1, dtype=np.int64)

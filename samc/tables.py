@@ -76,9 +76,14 @@ def _score_cols(res: list[dict[str, Any]]) -> dict[str, str]:
             "BWT (GEM code, /T)": _fmt([r["bwt_gem_code"] for r in res])}
 
 
+def _per_task(res: list[dict[str, Any]], key: str) -> list[float]:
+    """``key`` (memory_images, memory_bytes) averaged over the tasks that keep a memory (all but the
+    last), per run."""
+    return [float(np.mean(r[key][:-1] or r[key])) for r in res]
+
+
 def _images(res: list[dict[str, Any]]) -> list[float]:
-    """Images stored per task, averaged over the tasks that keep a memory (all but the last), per run."""
-    return [float(np.mean(r["memory_images"][:-1] or r["memory_images"])) for r in res]
+    return _per_task(res, "memory_images")
 
 
 def table1(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
@@ -172,7 +177,7 @@ def attribution(cfg: Config, benchmark: str, runs: list[Run], results: dict[str,
         if not rs:                                    # samc table --partial: a row not run yet
             continue
         res = [results[r.name] for r in rs]
-        kb = [float(np.mean(r["memory_bytes"][:-1] or r["memory_bytes"])) / 1e3 for r in res]
+        kb = [b / 1e3 for b in _per_task(res, "memory_bytes")]
         rows.append({"#": i, "row": row["row"], "method": row["method"],
                      "overrides": " ".join(f"{k}={v}" for k, v in row["set"].items()) or "—",
                      "seeds": " ".join(str(r.seed) for r in rs), "images/task": _fmt(_images(res), 1),

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samc.memory import TaskMemory, budget_bytes, encode
+from samc.memory import TaskMemory, dense_task_memory
 from samc.methods.base import Batch, Method, TaskContext
 
 
@@ -83,14 +82,8 @@ class ER(Method):
         if self.buf_x is None:
             return None
         sel = (self.buf_t[: len(self)] == t).nonzero(as_tuple=True)[0]
-        shape = tuple(self.buf_x.shape[1:])
-        full = np.ones(shape[1:], dtype=bool)
-        return TaskMemory(
-            task=t, classes=self.classes.get(t, []), image_shape=shape, encoding="dense", mu=None,
-            budget=budget_bytes(self.capacity, shape),
-            records=[encode(self.buf_x[i].numpy(), full, "dense") for i in sel.tolist()],
-            labels=self.buf_y[sel].numpy().copy(), indices=self.buf_i[sel].numpy().copy(),
-        )
+        return dense_task_memory(t, self.classes.get(t, []), self.buf_x[sel].numpy(), self.buf_y[sel].numpy(),
+                                 self.buf_i[sel].numpy(), self.capacity)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samc.memory import TaskMemory, budget_bytes, encode
+from samc.memory import TaskMemory, dense_task_memory
 from samc.methods.base import Batch, TaskContext
 from samc.methods.lwf import LwF
 
@@ -93,14 +93,8 @@ class ICaRL(LwF):
         """Task t's exemplars (raw images), counted and charged like GEM's memory."""
         if t not in self.ex_x:
             return None
-        shape = tuple(self.ex_x[t].shape[1:])
-        full = np.ones(shape[1:], dtype=bool)
-        return TaskMemory(
-            task=t, classes=self.ex_classes[t], image_shape=shape, encoding="dense", mu=None,
-            budget=budget_bytes(self.cfg.memory.images_per_task, shape),
-            records=[encode(x.numpy(), full, "dense") for x in self.ex_x[t]],
-            labels=self.ex_y[t].numpy().copy(), indices=self.ex_i[t].numpy().copy(),
-        )
+        return dense_task_memory(t, self.ex_classes[t], self.ex_x[t].numpy(), self.ex_y[t].numpy(),
+                                 self.ex_i[t].numpy(), self.cfg.memory.images_per_task)
 
     @torch.no_grad()
     def class_means(self, t: int) -> torch.Tensor:
