@@ -25,6 +25,7 @@ class GradBuffer:
         self.sizes = [p.numel() for p in self.params]
         device = self.params[0].device
         self.data = torch.zeros(n_rows, sum(self.sizes), device=device, dtype=torch.float32)
+        self._scratch64: torch.Tensor | None = None
 
     def store(self, row: int) -> torch.Tensor:
         """Copy the parameters' current ``.grad`` into row ``row`` (zeros where a grad is None)."""
@@ -37,6 +38,12 @@ class GradBuffer:
                 out[off:off + n].copy_(p.grad.reshape(-1))
             off += n
         return out
+
+    def scratch64(self) -> torch.Tensor:
+        """A float64 buffer of the same shape, allocated on first use (:func:`project`'s ``work``)."""
+        if self._scratch64 is None:
+            self._scratch64 = torch.empty(self.data.shape, dtype=torch.float64, device=self.data.device)
+        return self._scratch64
 
     def load(self, vec: torch.Tensor) -> None:
         """Write a flat gradient back into the parameters' ``.grad``."""
@@ -71,19 +78,23 @@ def violated(g: torch.Tensor, G: torch.Tensor) -> bool:
     return bool((G @ g < 0).any())
 
 
-def project(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-3) -> torch.Tensor:
+def project(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-3,
+            work: torch.Tensor | None = None) -> torch.Tensor:
     """GEM's projection (Eq. 4.7–4.9 via GEM's dual QP): the g̃ closest to g with ⟨g̃, g̃_k⟩ ≥ 0 ∀k.
 
-    ``eps`` regularises GᵀG as GEM's reference code does (``project2cone2``).
+    ``eps`` regularises GGᵀ as GEM's reference code does (``project2cone2``), in float64 as there.
+    Only the K×K matrix GGᵀ and the K-vector Gg leave G's device for the solver; ``work`` is an
+    optional float64 buffer of at least G's shape, reused across steps instead of a fresh copy of G.
     """
-    mem = G.detach().double().cpu().numpy()
-    grad = g.detach().double().cpu().numpy()
-    t = mem.shape[0]
-    P = mem @ mem.T
+    t = G.shape[0]
+    mem = torch.empty(G.shape, dtype=torch.float64, device=G.device) if work is None else work[:t]
+    mem.copy_(G.detach())
+    grad = g.detach().double()
+    P = (mem @ mem.T).cpu().numpy()
     P = 0.5 * (P + P.T) + np.eye(t) * eps
-    q = -(mem @ grad)
+    q = -(mem @ grad).cpu().numpy()
     v = quadprog.solve_qp(P, q, np.eye(t), np.zeros(t) + margin)[0]
-    return torch.from_numpy(v @ mem + grad).to(g.dtype).to(g.device)
+    return (torch.from_numpy(v).to(mem) @ mem + grad).to(g.dtype)
 
 
 def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 import itertools
 
 import numpy as np
+import quadprog
 import pytest
 import torch
 
@@ -54,6 +55,29 @@ def test_projection_with_margin_satisfies_every_constraint(seed):
     # GEM's default regulariser eps relaxes each constraint by at most eps * v_k (v_k ~ 1 here)
     z = project(g, G, margin=0.5)
     assert (G @ z >= -5e-3).all()
+
+
+def _project2cone2(g: np.ndarray, G: np.ndarray, margin: float, eps: float) -> np.ndarray:
+    """GEM's reference ``project2cone2`` (model/gem.py), in NumPy float64."""
+    t = G.shape[0]
+    P = G @ G.T
+    P = 0.5 * (P + P.T) + np.eye(t) * eps
+    v = quadprog.solve_qp(P, -(G @ g), np.eye(t), np.zeros(t) + margin)[0]
+    return v @ G + g
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_projection_matches_gems_reference_with_and_without_a_work_buffer(seed):
+    rng = np.random.default_rng(200 + seed)
+    buf = GradBuffer([torch.nn.Parameter(torch.zeros(300)), torch.nn.Parameter(torch.zeros(7, 3))], 5)
+    buf.data.copy_(torch.tensor(rng.normal(size=buf.data.shape), dtype=torch.float32))
+    G, g = buf.data[:4], buf.data[4] - buf.data[:4].sum(0)
+    want = _project2cone2(g.double().numpy(), G.double().numpy(), 0.5, 1e-3)
+    work = buf.scratch64()
+    assert work.dtype == torch.float64 and work.shape == buf.data.shape and buf.scratch64() is work
+    for z in (project(g, G, 0.5), project(g, G, 0.5, work=work), project(g, G, 0.5, work=work)):
+        assert z.dtype == torch.float32
+        np.testing.assert_allclose(z.double().numpy(), want, rtol=1e-6, atol=1e-6)
 
 
 def test_no_violation_means_no_projection_needed():

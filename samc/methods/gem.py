@@ -96,7 +96,7 @@ class GEM(Method):
                 g = self.grads.store(len(past))
                 G = self.grads.data[: len(past)]
                 if violated(g, G):
-                    self.grads.load(project(g, G, self.cfg.memory.strength))
+                    self.grads.load(project(g, G, self.cfg.memory.strength, work=self.grads.scratch64()))
         with self.timer("train_step"):
             self.opt.step()
         self.remember(batch, t)
