@@ -229,12 +229,16 @@ def save_task(learner: Learner, run_dir: Path, t: int, row: dict[str, Any]) -> N
 
 
 def completed_tasks(run_dir: Path, n_tasks: int) -> int:
-    """How many leading tasks of a run have complete outputs."""
-    t = 0
-    while t < n_tasks and (task_dir(run_dir, t) / "metrics.json").is_file() \
-            and (task_dir(run_dir, t) / "state.pt").is_file():
-        t += 1
-    return t
+    """How many leading tasks of a run are complete: the last t whose folder holds the run state and
+    whose tasks 1..t all hold their metrics (earlier states are not needed to resume, so a run whose
+    earlier states were pruned or not copied resumes after its last saved state)."""
+    done = 0
+    for t in range(1, n_tasks + 1):
+        if not (task_dir(run_dir, t - 1) / "metrics.json").is_file():
+            break
+        if (task_dir(run_dir, t - 1) / "state.pt").is_file():
+            done = t
+    return done
 
 
 def resume(cfg: Config, run_dir: Path, t: int, in_channels: int = 3) -> Learner:

@@ -8,7 +8,7 @@ import torch
 from samc import cli
 from samc.memory import load_snapshot
 from samc.methods.samc import SAMC
-from samc.train import load_tasks, run_stream
+from samc.train import completed_tasks, load_tasks, run_stream
 from tests.helpers import ROOT, tiny_config
 
 
@@ -23,12 +23,26 @@ def test_resume_after_task_2_equals_uninterrupted(tmp_path, tasks, method):
     full = run_stream(cfg, tmp_path / "full", progress=False, tasks=tasks)
     assert run_stream(cfg, tmp_path / "split", progress=False, tasks=tasks, stop_after=2) == {}
     assert not (tmp_path / "split" / "task_3").exists()
+    (tmp_path / "split" / "task_1" / "state.pt").unlink()  # only the last state is needed to resume
     resumed = run_stream(cfg, tmp_path / "split", progress=False, tasks=tasks)  # a fresh learner
     assert resumed["accuracy_matrix"] == full["accuracy_matrix"]
     assert resumed["memory_bytes"] == full["memory_bytes"]
     a = torch.load(tmp_path / "full" / "task_3" / "state.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "split" / "task_3" / "state.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_completed_tasks_is_the_last_saved_state_after_unbroken_metrics(tmp_path):
+    for t, files in {1: ["metrics.json"], 2: ["metrics.json", "state.pt"], 3: ["state.pt"],
+                     4: ["metrics.json", "state.pt"]}.items():
+        (tmp_path / f"task_{t}").mkdir()
+        for f in files:
+            (tmp_path / f"task_{t}" / f).write_text("x")
+    assert completed_tasks(tmp_path, 5) == 2  # task 3 has no metrics: tasks 3.. are not complete
+    (tmp_path / "task_3" / "metrics.json").write_text("x")
+    assert completed_tasks(tmp_path, 5) == 4
+    assert completed_tasks(tmp_path, 3) == 3
+    assert completed_tasks(tmp_path / "none", 5) == 0
 
 
 def test_saliency_window_gives_the_per_batch_memory(tmp_path, tasks, monkeypatch):
