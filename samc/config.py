@@ -22,6 +22,15 @@ SCHEMA_PATH = Path(__file__).with_name("params.schema.json")
 RUN_SECTIONS: tuple[str, ...] = ("dataset", "train", "memory", "samc", "baselines")
 
 
+def effective_dataset(d: dict[str, Any]) -> dict[str, Any]:
+    """The ``dataset`` parameters the data actually depend on: the generator's sizes and seed only
+    for ``shapes``, the folder only for real sources, never ``download`` (it only allows fetching).
+    Digests and prepared-data checks use this, so e.g. the shapes defaults do not touch CIFAR runs."""
+    drop = {"download"} | ({"root"} if d.get("name") == "shapes" else
+                           {"shapes_train_per_class", "shapes_test_per_class", "shapes_seed"})
+    return {k: v for k, v in d.items() if k not in drop}
+
+
 class ConfigError(ValueError):
     """A parameter is missing, of the wrong type or out of range; the message names the key."""
 
@@ -143,6 +152,7 @@ class Config:
     def digest(self, sections: tuple[str, ...] | None = None) -> str:
         """Short stable hash of the config (or of some sections), used to name experiments."""
         d = self.to_dict()
+        d["dataset"] = effective_dataset(d["dataset"])
         if sections is not None:
             d = {k: d[k] for k in sections}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]

@@ -58,6 +58,19 @@ def test_prepared_tasks_round_trip_and_refuse_other_params(tmp_path):
         read_tasks(tmp_path / "prepared", other)
     with pytest.raises(DataError, match="meta.json"):
         read_tasks(tmp_path / "nowhere")
+    # parameters the shapes generator ignores do not make the folder stale
+    read_tasks(tmp_path / "prepared", dict(dataset_params(cfg), root="elsewhere", download=True))
+
+
+def test_digests_ignore_dataset_parameters_the_source_does_not_use():
+    shapes = config.load(ROOT / "params.yaml")
+    cifar = shapes.with_overrides(["dataset.name=cifar10", "dataset.root=data/cifar10"])
+    sec = config.RUN_SECTIONS
+    assert cifar.with_overrides(["dataset.shapes_train_per_class=7"]).digest(sec) == cifar.digest(sec)
+    assert cifar.with_overrides(["dataset.download=true"]).digest(sec) == cifar.digest(sec)
+    assert cifar.with_overrides(["dataset.root=other"]).digest(sec) != cifar.digest(sec)
+    assert shapes.with_overrides(["dataset.root=other"]).digest(sec) == shapes.digest(sec)
+    assert shapes.with_overrides(["dataset.shapes_train_per_class=7"]).digest(sec) != shapes.digest(sec)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 
 from samc import io
+from samc.config import effective_dataset
 from samc.data.sources import DataError
 from samc.data.splits import Task
 
@@ -62,9 +63,10 @@ def read_tasks(root: str | Path, dataset_params: dict[str, Any] | None = None) -
     meta = io.read_json(meta_path)
     if meta.get("format") != FORMAT:
         raise DataError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    if dataset_params is not None and meta["dataset"] != dataset_params:
-        changed = sorted(k for k in set(meta["dataset"]) | set(dataset_params)
-                         if meta["dataset"].get(k) != dataset_params.get(k))
+    prepared = effective_dataset(meta["dataset"]) if isinstance(meta.get("dataset"), dict) else {}
+    want = effective_dataset(dataset_params) if dataset_params is not None else None
+    if want is not None and prepared != want:
+        changed = sorted(k for k in set(prepared) | set(want) if prepared.get(k) != want.get(k))
         raise DataError(f"{root}: prepared with other dataset parameters (differ: {', '.join(changed)}); "
                         "run `samc prepare` again")
     tasks = []
@@ -84,5 +86,5 @@ def read_tasks(root: str | Path, dataset_params: dict[str, Any] | None = None) -
 
 
 def dataset_params(cfg: Any) -> dict[str, Any]:
-    """The parameters a prepared folder depends on: the ``dataset`` section."""
-    return dataclasses.asdict(cfg.dataset)
+    """The parameters a prepared folder depends on: the ``dataset`` section (those that matter)."""
+    return effective_dataset(dataclasses.asdict(cfg.dataset))
