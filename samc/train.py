@@ -12,6 +12,7 @@ fresh one, with the same result bit for bit.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import time
@@ -169,6 +170,10 @@ def bn_extra_pass(model: ResNet18, x: torch.Tensor, t: int) -> None:
         model(x, t)
 
 
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite: the run stops, nothing of the task is saved."""
+
+
 def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = True) -> dict[str, Any]:
     """Learn task t (0-based) and return its metrics row (accuracies after the task, memory, timings)."""
     cfg, method, device = learner.cfg, learner.method, learner.device
@@ -193,6 +198,11 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
             raw=raw, index=idx, position=pos,
         )
         losses.append(method.observe(batch, t))
+        if not math.isfinite(losses[-1]):
+            raise Diverged(
+                f"{cfg.train.method} diverged on task {t + 1}, step {len(losses)} (stream position {pos}): "
+                f"training loss {losses[-1]}; nothing of task {t + 1} was saved. Lower train.lr "
+                f"(now {cfg.train.lr}) or the method's strength (e.g. baselines.ewc_lambda)")
         if cfg.train.bn_double_update:
             bn_extra_pass(learner.model, batch.x, t)
     method.after_task(ctx)

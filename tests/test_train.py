@@ -191,3 +191,15 @@ def test_every_method_resumes_on_cuda(tmp_path, tasks, method):
     assert run_stream(cfg, tmp_path, progress=False, tasks=tasks[:2], stop_after=1) == {}
     result = run_stream(cfg, tmp_path, progress=False, tasks=tasks[:2])
     assert len(result["accuracy_matrix"]) == 2 and result["devices"][0].startswith("cuda")
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_keeps_earlier_tasks(tmp_path, tasks):
+    """EWC with an absurd penalty blows up on task 2: the run raises, names the task, step and the
+    parameters to lower, and task 1's outputs stay; nothing of task 2 is written."""
+    from samc.train import Diverged
+
+    cfg = tiny_config("train.method=ewc", "baselines.ewc_lambda=1000000", "dataset.n_tasks=2")
+    with pytest.raises(Diverged, match=r"ewc diverged on task 2, step \d+.*train\.lr.*ewc_lambda"):
+        run_stream(cfg, tmp_path / "run", progress=False, tasks=tasks[:2])
+    assert (tmp_path / "run" / "task_1" / "state.pt").is_file()
+    assert not (tmp_path / "run" / "task_2").exists()
