@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="shapes")
     ap.add_argument("--root")
     ap.add_argument("--tasks", type=int, default=3)
+    ap.add_argument("--train-per-class", type=int, default=1000,
+                    help="shapes only: training images per class (1000: 200 steps per task, as measured before)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="/tmp/samc-bench", help="run folders; emptied first, so every time is measured now")
     ap.add_argument("--skip-runs", action="store_true", help="only the step-cost and bytes tables")
@@ -99,6 +101,8 @@ def main() -> None:
             "train.device=cpu"]
     if args.root:
         sets.append(f"dataset.root={args.root}")
+    if args.dataset == "shapes":
+        sets.append(f"dataset.shapes_train_per_class={args.train_per_class}")
     cfg = config.load(ROOT / "params.yaml", sets)
 
     print(f"{'past tasks':>10} {'SGD step s':>11} {'GEM loop s':>11} {'loop/SGD':>9} {'GEM batched s':>14} {'batched/loop':>13}")

@@ -121,7 +121,7 @@ def test_attribution_rows_are_runs_named_by_their_overrides(cfg):
     # rows 1 and 3 are Table 1's GEM and SAMC runs, the mu rows Table 4's: trained once
     assert {"gem-s0", "samc-s0"} <= table1 & set(names) and {"samc-mu0.4-s0", "samc-mu0.8-s0"} <= table4 & set(names)
     runs = {r.name: cfg.with_overrides(r.overrides) for r in benchmarks.runs(cfg, "split-cifar10")}
-    assert runs["gem-m70-s0"].memory.images_per_task == 70
+    assert runs["gem-m53-s0"].memory.images_per_task == 53
     assert runs["samc-mask_inverted-s1"].samc.mask == "inverted" and runs["samc-mask_inverted-s1"].train.seed == 1
     assert runs["samc-target_predicted-s0"].samc.saliency_target == "predicted"
     assert runs["gem-bn2-s0"].train.bn_double_update and runs["gem-bn2-s0"].train.method == "gem"
