@@ -218,6 +218,9 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
         "timings": {**learner.timer.as_dict(), "total": round(time.perf_counter() - start, 4)},
         "device": device_name(device),
     }
+    stats = method.task_stats()
+    if stats:
+        row["method_stats"] = stats
     if baseline is not None:
         row["baseline_accuracies"] = baseline
     log.info("task %d/%d: accuracies %s", t + 1, len(tasks), " ".join(f"{a:.1f}" for a in accs))

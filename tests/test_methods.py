@@ -1,4 +1,6 @@
 """Each baseline's distinctive mechanism, on its own (EWC, LwF, iCaRL, MER, ER's reservoir)."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,18 @@ def test_report_renders_mean_and_std_over_seeds(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "71.00 ± 1.41" in text and "commit" in text
     assert (tmp_path / "report.csv").read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize("method", ["gem", "agem", "samc"])
+def test_constrained_methods_count_their_projected_steps(tmp_path, method):
+    """Task metrics record, per task, the steps that had past memories and those projected."""
+    from samc.train import run_stream
+
+    cfg = tiny_config("dataset.n_tasks=2", "dataset.shapes_train_per_class=20",
+                      "dataset.shapes_test_per_class=5", f"train.method={method}",
+                      "samc.ae_steps=2", "samc.ae_pairs=8")
+    run_stream(cfg, tmp_path / "run", progress=False)
+    rows = [json.loads((tmp_path / "run" / f"task_{t}" / "metrics.json").read_text()) for t in (1, 2)]
+    assert rows[0]["method_stats"] == {"constrained_steps": 0, "projected_steps": 0}
+    s = rows[1]["method_stats"]
+    assert s["constrained_steps"] == rows[1]["steps"] and 0 <= s["projected_steps"] <= s["constrained_steps"]

@@ -33,7 +33,11 @@ class AGEM(GEM):
         if g_ref is not None:
             with self.timer("qp"):
                 g = self.grads.store(1)
-                self.grads.load(agem_project(g, g_ref))
+                projected = agem_project(g, g_ref)
+                self.stats["constrained_steps"] += 1
+                if projected is not g:
+                    self.stats["projected_steps"] += 1
+                    self.grads.load(projected)
         with self.timer("train_step"):
             self.opt.step()
         self.remember(batch, t)

@@ -82,6 +82,10 @@ class Method:
         """Task t's episodic memory once the task is learned (None for memory-free methods)."""
         return None
 
+    def task_stats(self) -> dict[str, Any]:
+        """Counters of the task just learned, recorded in its metrics (e.g. GEM's projected steps)."""
+        return {}
+
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.opt.state_dict(), "generator": self.generator.get_state()}

@@ -35,6 +35,7 @@ class GEM(Method):
         self.mem_y: dict[int, torch.Tensor] = {}
         self.grads = GradBuffer(self.model.parameters(), self.cfg.dataset.n_tasks + 1)
         self.window_start = 0
+        self.stats = {"constrained_steps": 0, "projected_steps": 0}
 
     def memory_gradients(self, model: torch.nn.Module, xs: list[torch.Tensor], ys: list[torch.Tensor],
                          tasks: list[int], grads: GradBuffer) -> None:
@@ -74,6 +75,7 @@ class GEM(Method):
         # memory: earlier samples need no encoding (nor, for SAMC, a saliency map).
         self.window_start = max(0, ctx.stream_length - budget // self.min_record_nbytes(shape))
         self.mem_x, self.mem_y = {}, {}
+        self.stats = {"constrained_steps": 0, "projected_steps": 0}
         with self.timer("completion"):
             for k in sorted(self.memories):
                 if k < ctx.t and len(self.memories[k]):
@@ -95,7 +97,9 @@ class GEM(Method):
             with self.timer("qp"):
                 g = self.grads.store(len(past))
                 G = self.grads.data[: len(past)]
+                self.stats["constrained_steps"] += 1
                 if violated(g, G):
+                    self.stats["projected_steps"] += 1
                     self.grads.load(project(g, G, self.cfg.memory.strength, work=self.grads.scratch64()))
         with self.timer("train_step"):
             self.opt.step()
@@ -123,6 +127,10 @@ class GEM(Method):
 
     def task_memory(self, t: int) -> TaskMemory | None:
         return self.memories.get(t)
+
+    def task_stats(self) -> dict[str, Any]:
+        """Steps with past memories, and those where some ⟨g, g̃_k⟩ < 0 forced a projection."""
+        return dict(self.stats)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
