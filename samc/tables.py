@@ -82,6 +82,22 @@ def _per_task(res: list[dict[str, Any]], key: str) -> list[float]:
     return [float(np.mean(r[key][:-1] or r[key])) for r in res]
 
 
+def _learned(res: list[dict[str, Any]]) -> list[float]:
+    """Mean accuracy of each task right after it is learned (the diagonal of R): plasticity."""
+    return [float(np.mean(np.diag(np.array(r["accuracy_matrix"])))) for r in res]
+
+
+def _projected(res: list[dict[str, Any]]) -> str:
+    """Percentage of the steps with past memories whose gradient GEM's constraint projected."""
+    pct = []
+    for r in res:
+        stats = r.get("method_stats") or []
+        steps = sum(s.get("constrained_steps", 0) for s in stats)
+        if steps:
+            pct.append(100.0 * sum(s.get("projected_steps", 0) for s in stats) / steps)
+    return _fmt(pct, 1) if len(pct) == len(res) else "—"
+
+
 def _images(res: list[dict[str, Any]]) -> list[float]:
     return _per_task(res, "memory_images")
 
@@ -181,10 +197,13 @@ def attribution(cfg: Config, benchmark: str, runs: list[Run], results: dict[str,
         rows.append({"#": i, "row": row["row"], "method": row["method"],
                      "overrides": " ".join(f"{k}={v}" for k, v in row["set"].items()) or "—",
                      "seeds": " ".join(str(r.seed) for r in rs), "images/task": _fmt(_images(res), 1),
-                     "memory kB/task": _fmt(kb, 1), **_score_cols(res)})
+                     "memory kB/task": _fmt(kb, 1), **_score_cols(res),
+                     "learned (diag R)": _fmt(_learned(res)), "projected %": _projected(res)})
     note = ("Attribution ablations: what SAMC's gain over GEM is made of. Each row is the benchmark's "
             "protocol with the overrides shown (mean ± std over seeds; images and memory: per task, over "
-            "the tasks that keep a memory).")
+            "the tasks that keep a memory). learned: mean accuracy of each task right after learning it "
+            "(plasticity); projected: share of the steps with past memories whose gradient the GEM "
+            "constraint projected (— for runs that predate the counter).")
     return _markdown(f"{benchmark}: attribution", note, rows), rows
 
 

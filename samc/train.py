@@ -285,6 +285,8 @@ def collect(run_dir: Path, n_tasks: int) -> dict[str, Any]:
         "wall_s": round(sum(r["timings"]["total"] for r in rows), 3),
         "devices": sorted({r.get("device", "unrecorded") for r in rows}),
     }
+    if any("method_stats" in r for r in rows):
+        out["method_stats"] = [r.get("method_stats", {}) for r in rows]
     return out
 
 

@@ -145,6 +145,14 @@ def test_attribution_table_renders_one_row_per_entry(cfg, tmp_path):
     assert rows[0]["images/task"] == "10.0 ± 0.0" and rows[2]["images/task"] == "60.0 ± 0.0"
     assert rows[0]["ACC"] == f"{70 + np.mean(range(n)):.2f} ± {np.std(range(n), ddof=1):.2f}"
     assert rows[0]["memory kB/task"] == "1.0 ± 0.0"
+    diag = [np.mean(np.diag(np.array(results[r.name]["accuracy_matrix"]))) for r in runs if r.name.startswith("gem-s")]
+    assert rows[0]["learned (diag R)"] == f"{np.mean(diag):.2f} ± {np.std(diag, ddof=1):.2f}"
+    assert rows[0]["projected %"] == "—"        # the fake runs carry no counters
+    for r in runs:
+        results[r.name]["method_stats"] = [{}] + [{"constrained_steps": 100, "projected_steps": 25}] * 4
+    write_artifact(cfg, "split-cifar10", "attribution", runs, results, tmp_path)
+    rows = list(csv.DictReader((tmp_path / "attribution.csv").open()))
+    assert rows[0]["projected %"] == "25.0 ± 0.0"
 
 
 @pytest.mark.slow
