@@ -86,5 +86,6 @@ def read_tasks(root: str | Path, dataset_params: dict[str, Any] | None = None) -
 
 
 def dataset_params(cfg: Any) -> dict[str, Any]:
-    """The parameters a prepared folder depends on: the ``dataset`` section (those that matter)."""
-    return effective_dataset(dataclasses.asdict(cfg.dataset))
+    """The ``dataset`` section a prepared folder records (:func:`read_tasks` compares only the
+    parameters the source reads, ``samc.config.effective_dataset``)."""
+    return dataclasses.asdict(cfg.dataset)

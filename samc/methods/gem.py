@@ -35,7 +35,7 @@ class GEM(Method):
         self.mem_y: dict[int, torch.Tensor] = {}
         self.grads = GradBuffer(self.model.parameters(), self.cfg.dataset.n_tasks + 1)
         self.window_start = 0
-        self.stats = {"constrained_steps": 0, "projected_steps": 0}
+        self.stats: dict[str, int] = {}               # this task's step counters (before_task)
 
     def memory_gradients(self, model: torch.nn.Module, xs: list[torch.Tensor], ys: list[torch.Tensor],
                          tasks: list[int], grads: GradBuffer) -> None:
