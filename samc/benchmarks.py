@@ -105,12 +105,13 @@ def make_run(cfg: Config, benchmark: str, method: str, seed: int, completion: st
 
 
 def attribution_row_runs(cfg: Config, benchmark: str, row: dict[str, Any]) -> list[Run]:
-    """The runs (one per seed) of one row of ``benchmarks.<benchmark>.attribution``."""
+    """The runs (one per seed: the row's ``seeds``, else the benchmark's) of one row of
+    ``benchmarks.<benchmark>.attribution``."""
     sets = dict(row["set"])
     swept = {k: sets.pop(k) for k in _SWEPT if k in sets}
     return [make_run(cfg, benchmark, row["method"], s, completion=swept.get("samc.completion"),
                      mu=swept.get("samc.mu"), memory=swept.get("memory.images_per_task"),
-                     extra=sets, tag=row.get("tag")) for s in spec(cfg, benchmark).seeds]
+                     extra=sets, tag=row.get("tag")) for s in row.get("seeds") or spec(cfg, benchmark).seeds]
 
 
 def artifact_runs(cfg: Config, benchmark: str, artifact: str) -> list[Run]:

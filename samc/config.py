@@ -93,6 +93,7 @@ class BaselinesConfig:
     ewc_lambda: float
     ewc_gamma: float
     ewc_fisher_samples: int
+    ewc_fisher: str                # sample (empirical Fisher) | batch (GEM's code)
     lwf_alpha: float
     lwf_temperature: float
     icarl_lambda: float

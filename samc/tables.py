@@ -303,7 +303,7 @@ def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], 
         if missing:
             title, _, rest = text.partition("\n")
             text = (f"{title} (PARTIAL: {len(runs)} of {len(runs) + len(missing)} runs)\n{rest}\n"
-                    f"Missing runs ({len(missing)}), not in any row above: {', '.join(missing)}\n")
+                    f"Missing runs ({len(missing)}), not counted in the rows above: {', '.join(missing)}\n")
         text += ("\n## Provenance\n\n```json\n" + json.dumps(prov["provenance"], indent=2) + "\n```\n\n"
                  "Trained on: " + "; ".join(f"{d} ({len(n)} runs)" for d, n in prov["devices"].items()) + "\n\n"
                  f"Runs ({len(runs)}; overrides of params.yaml in `{artifact}.json`): "

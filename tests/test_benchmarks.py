@@ -115,7 +115,15 @@ def test_tables_render_from_metrics_files(cfg, tmp_path):
 def test_attribution_rows_are_runs_named_by_their_overrides(cfg):
     names = [r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "attribution")]
     seeds = cfg.benchmarks["split-cifar10"].seeds
-    assert len(names) == len(cfg.benchmarks["split-cifar10"].attribution) * len(seeds)
+    rows = cfg.benchmarks["split-cifar10"].attribution
+    assert len(names) == sum(len(row.get("seeds") or seeds) for row in rows)
+    # a row may name its own seeds (a diagnostic row on fewer seeds): only those are runs
+    row = {"row": "x", "method": "samc", "tag": "bn_frozen", "seeds": [1], "set": {"memory.update_bn": False}}
+    assert [r.name for r in benchmarks.attribution_row_runs(cfg, "split-cifar10", row)] == ["samc-bn_frozen-s1"]
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["benchmarks"]["quick"]["attribution"][0]["seeds"] = [0, 0]
+    with pytest.raises(config.ConfigError, match="seeds"):
+        config.from_dict(raw)
     table1 = {r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "table1")}
     table4 = {r.name for r in benchmarks.artifact_runs(cfg, "split-cifar10", "table4")}
     # rows 1 and 3 are Table 1's GEM and SAMC runs, the mu rows Table 4's: trained once

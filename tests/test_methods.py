@@ -59,6 +59,31 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away(tasks):
     assert all((m.fisher[n] >= before[n] - 1e-12).all() for n in before)
 
 
+
+def test_ewc_batch_fisher_is_the_squared_mean_gradient_as_in_gems_code(tasks):
+    """``ewc_fisher: batch`` = (∇ mean CE over the samples)²; ``sample`` = mean of per-sample ∇²,
+    which is never smaller (Jensen); on a trained network much larger: what made lr 0.1 unstable."""
+    ctx = TaskContext(t=0, task=tasks[0], stream_length=30, n_tasks=2)
+    fishers = {}
+    for mode in ("sample", "batch"):
+        m = _method("ewc", f"baselines.ewc_fisher={mode}", "baselines.ewc_fisher_samples=8")
+        m.generator.manual_seed(3)
+        fishers[mode] = m.diagonal_fisher(ctx)
+    # the reference: the same 8 samples (same seeded draw), one backward of their mean loss
+    m = _method("ewc")
+    m.generator.manual_seed(3)
+    pick = np.sort(torch.randperm(len(tasks[0].y_train), generator=m.generator)[:8].numpy())
+    m.model.eval()
+    x = torch.from_numpy(tasks[0].x_train[pick]).float() / 255
+    torch.nn.functional.cross_entropy(m.model(x, 0), torch.from_numpy(tasks[0].y_train[pick])).backward()
+    for name, p in m.model.named_parameters():
+        expected = torch.zeros_like(p) if p.grad is None else p.grad ** 2   # other heads: no gradient
+        assert torch.allclose(fishers["batch"][name], expected, rtol=1e-4, atol=1e-12), name
+        assert (fishers["sample"][name] >= fishers["batch"][name] - 1e-9).all(), name
+    total = {k: sum(float(f.sum()) for f in v.values()) for k, v in fishers.items()}
+    assert total["sample"] > total["batch"] > 0
+
+
 def test_lwf_distillation_and_frozen_teacher(tasks):
     logits = torch.randn(6, 2)
     assert float(distillation(logits, logits, 2.0)) == pytest.approx(0.0, abs=1e-6)

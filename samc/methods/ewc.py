@@ -1,8 +1,12 @@
 """ewc: online Elastic Weight Consolidation (Kirkpatrick et al. 2017; online form, Schwarz et al. 2018).
 
 After task k the diagonal Fisher F_k of the log-likelihood is estimated on ``ewc_fisher_samples``
-training samples (per-sample squared gradients, true labels, eval mode) and accumulated as
-F ← γ F + F_k, with θ* ← θ. While learning later tasks the loss is
+training samples (true labels, eval mode) and accumulated as F ← γ F + F_k, with θ* ← θ.
+``ewc_fisher`` picks the estimate: ``sample`` = mean of per-sample squared gradients (the empirical
+Fisher); ``batch`` = square of the gradient of the mean loss over the samples, as GEM's reference
+code (``model/ewc.py``, on its 10 memories per task) computes it. The batch estimate is smaller by up
+to a factor n, so λ·lr·F stays far below the stability limit 2 that the per-sample one can cross at
+lr 0.1 (Split CIFAR-10 seed 1 diverged with it). While learning later tasks the loss is
     L(θ) = CE(θ) + λ/2 Σ_i F_i (θ_i − θ*_i)²
 with λ = ``ewc_lambda`` and γ = ``ewc_gamma`` (App. E: λ = 1).
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -44,20 +49,25 @@ class EWC(Method):
         return float(loss.detach())
 
     def diagonal_fisher(self, ctx: TaskContext) -> dict[str, torch.Tensor]:
-        """E[(∂ log p(y|x) / ∂θ)²] over a seeded sample of the task's training set."""
+        """E[(∂ log p(y|x) / ∂θ)²] (``sample``) or (∂ E[log p(y|x)] / ∂θ)² (``batch``) over a seeded
+        sample of the task's training set."""
         n = min(self.cfg.baselines.ewc_fisher_samples, len(ctx.task.y_train))
         pick = torch.randperm(len(ctx.task.y_train), generator=self.generator)[:n].numpy()
         was_training = self.model.training
         self.model.eval()
         fisher = {name: torch.zeros_like(p) for name, p in self.model.named_parameters()}
-        for i in pick:
-            x = torch.from_numpy(ctx.task.x_train[i:i + 1]).to(self.device).float().div_(255.0)
-            y = torch.as_tensor(ctx.task.y_train[i:i + 1], device=self.device)
+        if self.cfg.baselines.ewc_fisher == "batch":
+            groups, weight = [np.sort(pick)], 1.0
+        else:
+            groups, weight = [pick[k:k + 1] for k in range(n)], 1.0 / n
+        for idx in groups:
+            x = torch.from_numpy(ctx.task.x_train[idx]).to(self.device).float().div_(255.0)
+            y = torch.as_tensor(ctx.task.y_train[idx], device=self.device)
             self.model.zero_grad(set_to_none=True)
             F.cross_entropy(self.model(x, ctx.t), y).backward()
             for name, p in self.model.named_parameters():
                 if p.grad is not None:
-                    fisher[name] += p.grad.detach() ** 2 / n
+                    fisher[name] += p.grad.detach() ** 2 * weight
         self.model.zero_grad(set_to_none=True)
         self.model.train(was_training)
         return fisher
