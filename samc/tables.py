@@ -162,6 +162,7 @@ def table3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]
             row[f"{phase} s"] = _fmt([sum(t.get(phase, 0.0) for t in r["timings"]) for r in res], 1)
         rows.append(row)
     by = {r["method"]: r for r in rows}
+    res_all = [results[r.name] for r in runs]
     if "gem" in by and "samc" in by:
         def mean(cell: str) -> float:
             return float(cell.split(" ± ")[0])
@@ -170,12 +171,20 @@ def table3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]
         ratio.update({"method": "samc / gem", "memory MB": f"{mean(s['memory MB']) / mean(g['memory MB']):.2f}",
                       "same images dense MB": f"{mean(s['memory MB']) / mean(s['same images dense MB']):.2f} (samc)",
                       "images stored": f"{mean(s['images stored']) / mean(g['images stored']):.2f}",
-                      "wall s": f"{mean(s['wall s']) / mean(g['wall s']):.2f}"})
+                      "wall s": f"{mean(s['wall s']) / mean(g['wall s']):.2f}" if _one_device(res_all)
+                      else "— (devices differ)"})
         rows.append(ratio)
     note = ("Table 3: memory and time of SAMC vs GEM (means ± std over seeds, sums over tasks). "
             "`same images dense MB`: what the stored images would take as raw uint8; the ratio row "
-            "compares SAMC with GEM (time: whole run wall time, same machine and threads).")
+            "compares SAMC with GEM (time: whole run wall time, given only when every run was trained "
+            "on one and the same device; it cannot see other work sharing that device).")
     return _markdown(f"{benchmark}: Table 3", note, rows), rows
+
+
+def _one_device(res: list[dict[str, Any]]) -> bool:
+    """Every run trained on the same single device (a run resumed elsewhere lists several)."""
+    devices = {tuple(r.get("devices", ())) for r in res}
+    return len(devices) == 1 and len(next(iter(devices))) == 1
 
 
 def table4(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:

@@ -79,7 +79,8 @@ def _fake_metrics(rng, T, acc, images):
             "bwt": float(np.mean([R[-1, i] - R[i, i] for i in range(T - 1)])),
             "bwt_gem_code": float(np.sum([R[-1, i] - R[i, i] for i in range(T - 1)]) / T),
             "memory_images": images, "memory_bytes": [n * 100 for n in images],
-            "timings": [{"total": 10.0, "train_step": 5.0, "memory_grads": 3.0}] * T, "wall_s": 10.0 * T}
+            "timings": [{"total": 10.0, "train_step": 5.0, "memory_grads": 3.0}] * T, "wall_s": 10.0 * T,
+            "devices": ["cpu: test"]}
 
 
 def test_tables_render_from_metrics_files(cfg, tmp_path):
@@ -101,6 +102,11 @@ def test_tables_render_from_metrics_files(cfg, tmp_path):
     write_artifact(cfg, "quick", "table3", runs3, res3, tmp_path)
     rows = {r["method"]: r for r in csv.DictReader((tmp_path / "table3.csv").open())}
     assert rows["samc / gem"]["images stored"] == "4.00" and rows["samc / gem"]["wall s"] == "1.00"
+    # wall times of runs trained on different devices are not compared
+    res3[runs3[0].name]["devices"] = ["cuda: H100"]
+    write_artifact(cfg, "quick", "table3", runs3, res3, tmp_path)
+    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "table3.csv").open())}
+    assert rows["samc / gem"]["wall s"] == "— (devices differ)" and rows["samc / gem"]["images stored"] == "4.00"
 
     for artifact in ("figure2", "figure3", "figure5"):
         runs_a = benchmarks.artifact_runs(cfg, "quick", artifact)
