@@ -4,9 +4,10 @@ After task k the diagonal Fisher F_k of the log-likelihood is estimated on ``ewc
 training samples (true labels, eval mode) and accumulated as F ← γ F + F_k, with θ* ← θ.
 ``ewc_fisher`` picks the estimate: ``sample`` = mean of per-sample squared gradients (the empirical
 Fisher); ``batch`` = square of the gradient of the mean loss over the samples, as GEM's reference
-code (``model/ewc.py``, on its 10 memories per task) computes it. The batch estimate is smaller by up
-to a factor n, so λ·lr·F stays far below the stability limit 2 that the per-sample one can cross at
-lr 0.1 (Split CIFAR-10 seed 1 diverged with it). While learning later tasks the loss is
+code (``model/ewc.py``, on its 10 memories per task) computes it. The batch estimate is never
+larger (Jensen) and about n times smaller for weakly correlated per-sample gradients; the per-sample
+one can cross the stability limit lr·λ·F = 2 at lr 0.1 (Split CIFAR-10 seed 1 diverged with it).
+While learning later tasks the loss is
     L(θ) = CE(θ) + λ/2 Σ_i F_i (θ_i − θ*_i)²
 with λ = ``ewc_lambda`` and γ = ``ewc_gamma`` (App. E: λ = 1).
 """
