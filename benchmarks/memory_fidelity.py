@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=20, help="random memories per variant")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ae-steps", type=int, default=200)
+    ap.add_argument("--ae-pairs", type=int, default=256, help="(masked, true) pairs the AE is fine-tuned on")
     ap.add_argument("--train-images", type=int, default=None, help="images per training epoch (default: all)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -102,18 +103,18 @@ def main() -> None:
                 ("SAMC mu 0.6, random mask", 0.6, "random"), ("SAMC mu 0.6, inverted mask", 0.6, "inverted"),
                 ("SAMC mu 0.8", 0.8, "saliency")]
     pool = torch.randperm(len(t1.y_train), generator=gen).numpy()[:3000]   # memories are drawn from these
+    k = min(args.ae_pairs, len(pool) // 2)  # the first k of the pool: the AE's pairs, never a memory
     rows = []
     for name, mu, kind in variants:
         ae, masks = None, None
         if mu is not None:
             masks = masks_for(model1, t1.x_train[pool], t1.y_train[pool], 0, mu, kind, gen)
             ae = InpaintAE(t1.x_train.shape[1])
-            pairs = np.arange(256)          # the first 256 of the pool: the AE's pairs, never a memory
-            finetune_ae(ae, t1.x_train[pool[pairs]], masks[pairs], steps=args.ae_steps, generator=gen)
+            finetune_ae(ae, t1.x_train[pool[:k]], masks[:k], steps=args.ae_steps, generator=gen)
             sizes = np.array([len(encode(img, m, "sparse")) for img, m in zip(t1.x_train[pool], masks)])
         cos, cos_n, counts, mse, acc = [], [], [], [], []
         for d in range(args.draws):
-            order = 256 + torch.randperm(len(pool) - 256, generator=gen).numpy()
+            order = k + torch.randperm(len(pool) - k, generator=gen).numpy()
             if mu is None:
                 n = args.budget
             else:
@@ -143,7 +144,7 @@ def main() -> None:
     n53 = int(round(next(r[1] for r in rows if r[0] == "SAMC mu 0.6")))
     cos = []
     for d in range(args.draws):
-        pick = (256 + torch.randperm(len(pool) - 256, generator=gen).numpy())[:n53]
+        pick = (k + torch.randperm(len(pool) - k, generator=gen).numpy())[:n53]
         x = torch.from_numpy(t1.x_train[pool[pick]]).float().div_(255.0)
         cos.append(float(F.cosine_similarity(flat_grad(model2, x, torch.from_numpy(t1.y_train[pool[pick]]), 0),
                                              g_task, dim=0)))

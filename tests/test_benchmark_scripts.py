@@ -1,0 +1,28 @@
+"""The measurement scripts in benchmarks/ run end to end on a tiny shapes stream (their numbers are
+measured by running them, not here): each prints the table it promises."""
+import re
+import subprocess
+import sys
+
+from samc.data.store import dataset_params, write_tasks
+from samc.train import load_tasks
+from tests.helpers import ROOT, tiny_config
+
+
+def test_memory_fidelity_prints_one_row_per_memory(tmp_path):
+    cfg = tiny_config("dataset.n_tasks=2", "dataset.shapes_train_per_class=30", "dataset.shapes_test_per_class=10")
+    write_tasks(load_tasks(cfg), tmp_path / "prepared", dataset_params(cfg))
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory_fidelity.py"), "--data",
+                          str(tmp_path / "prepared"), "--draws", "2", "--ae-steps", "3", "--ae-pairs", "16",
+                          "--budget", "4"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {}
+    for line in out.stdout.splitlines():
+        m = re.match(r"^(GEM.*?|SAMC.*?)\s+(\d+\.\d)\s+(-?\d\.\d{3}) ± (\d\.\d{3})", line)
+        if m:
+            rows[m.group(1).strip()] = (float(m.group(2)), float(m.group(3)))
+    assert set(rows) == {"GEM, dense", "GEM, dense, SAMC's count", "SAMC mu 0.4", "SAMC mu 0.6",
+                         "SAMC mu 0.6, random mask", "SAMC mu 0.6, inverted mask", "SAMC mu 0.8"}, out.stdout
+    assert rows["GEM, dense"][0] == 4.0                      # the budget, in dense images
+    assert rows["SAMC mu 0.8"][0] >= rows["SAMC mu 0.4"][0] and rows["SAMC mu 0.8"][0] > 4.0   # sparser: more fit
+    assert all(-1.0 <= cos <= 1.0 for _, cos in rows.values())
