@@ -216,7 +216,8 @@ def attribution(cfg: Config, benchmark: str, runs: list[Run], results: dict[str,
     return _markdown(f"{benchmark}: attribution", note, rows), rows
 
 
-def figure3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path) -> list[dict]:
+def figure3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path,
+            partial: str = "") -> list[dict]:
     rows = []
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for method, rs in _groups(runs, lambda r: r.method).items():
@@ -229,14 +230,15 @@ def figure3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any
                   "task1_accuracy_std": round(float(d), 3)} for t, a, d in zip(x, m, s)]
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("accuracy on task 1 (%)")
-    ax.set_title(f"{benchmark}: Figure 3 (mean ± std over seeds)", fontsize=9)
+    ax.set_title(f"{benchmark}: Figure 3 (mean ± std over seeds){partial}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     save_png(fig, png)
     return rows
 
 
-def figure5(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path) -> list[dict]:
+def figure5(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path,
+            partial: str = "") -> list[dict]:
     rows = []
     for mu, rs in _groups(runs, lambda r: _config(cfg, r).samc.mu).items():
         res = [results[r.name] for r in rs]
@@ -252,13 +254,14 @@ def figure5(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any
     ax2 = ax.twinx()
     ax2.plot(mus, [r["images_per_task_mean"] for r in rows], marker="s", ls="--", color="C0")
     ax2.set_ylabel("images stored per task", color="C0")
-    ax.set_title(f"{benchmark}: Figure 5 / Table 4 (SAMC vs μ)", fontsize=9)
+    ax.set_title(f"{benchmark}: Figure 5 / Table 4 (SAMC vs μ){partial}", fontsize=9)
     ax.grid(alpha=0.3)
     save_png(fig, png)
     return rows
 
 
-def figure2(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path) -> list[dict]:
+def figure2(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path,
+            partial: str = "") -> list[dict]:
     rows = []
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for method, rs in _groups(runs, lambda r: r.method).items():
@@ -273,7 +276,7 @@ def figure2(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any
                     label=method)
     ax.set_xlabel("memory per task (raw images of budget)")
     ax.set_ylabel("ACC (%)")
-    ax.set_title(f"{benchmark}: Figure 2 (mean ± std over seeds)", fontsize=9)
+    ax.set_title(f"{benchmark}: Figure 2 (mean ± std over seeds){partial}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_png(fig, png)
@@ -321,7 +324,8 @@ def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], 
         io.write_text(out / f"{artifact}.md", text)
         written = [out / f"{artifact}.md", out / f"{artifact}.csv"]
     else:
-        rows = FIGURES[artifact](cfg, benchmark, runs, results, out / f"{artifact}.png")
+        partial = f"\nPARTIAL: {len(runs)} of {len(runs) + len(missing)} runs" if missing else ""
+        rows = FIGURES[artifact](cfg, benchmark, runs, results, out / f"{artifact}.png", partial=partial)
         io.write_text(out / f"{artifact}.csv", _csv(rows))
         written = [out / f"{artifact}.png", out / f"{artifact}.csv"]
     io.write_json(out / f"{artifact}.json", prov)
