@@ -228,6 +228,7 @@ def figure3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any
         ax.fill_between(x, m - s, m + s, alpha=0.12)
         rows += [{"method": method, "tasks_learned": int(t), "task1_accuracy_mean": round(float(a), 3),
                   "task1_accuracy_std": round(float(d), 3)} for t, a, d in zip(x, m, s)]
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("accuracy on task 1 (%)")
     ax.set_title(f"{benchmark}: Figure 3 (mean ± std over seeds){partial}", fontsize=9)
