@@ -216,8 +216,7 @@ def attribution(cfg: Config, benchmark: str, runs: list[Run], results: dict[str,
     return _markdown(f"{benchmark}: attribution", note, rows), rows
 
 
-def figure3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path,
-            partial: str = "") -> list[dict]:
+def figure3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[Any, list[dict]]:
     rows = []
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for method, rs in _groups(runs, lambda r: r.method).items():
@@ -231,15 +230,13 @@ def figure3(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("accuracy on task 1 (%)")
-    ax.set_title(f"{benchmark}: Figure 3 (mean ± std over seeds){partial}", fontsize=9)
+    ax.set_title(f"{benchmark}: Figure 3 (mean ± std over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    save_png(fig, png)
-    return rows
+    return fig, rows
 
 
-def figure5(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path,
-            partial: str = "") -> list[dict]:
+def figure5(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[Any, list[dict]]:
     rows = []
     for mu, rs in _groups(runs, lambda r: _config(cfg, r).samc.mu).items():
         res = [results[r.name] for r in rs]
@@ -255,14 +252,12 @@ def figure5(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any
     ax2 = ax.twinx()
     ax2.plot(mus, [r["images_per_task_mean"] for r in rows], marker="s", ls="--", color="C0")
     ax2.set_ylabel("images stored per task", color="C0")
-    ax.set_title(f"{benchmark}: Figure 5 / Table 4 (SAMC vs μ){partial}", fontsize=9)
+    ax.set_title(f"{benchmark}: Figure 5 / Table 4 (SAMC vs μ)", fontsize=9)
     ax.grid(alpha=0.3)
-    save_png(fig, png)
-    return rows
+    return fig, rows
 
 
-def figure2(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any], png: Path,
-            partial: str = "") -> list[dict]:
+def figure2(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[Any, list[dict]]:
     rows = []
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for method, rs in _groups(runs, lambda r: r.method).items():
@@ -277,11 +272,10 @@ def figure2(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any
                     label=method)
     ax.set_xlabel("memory per task (raw images of budget)")
     ax.set_ylabel("ACC (%)")
-    ax.set_title(f"{benchmark}: Figure 2 (mean ± std over seeds){partial}", fontsize=9)
+    ax.set_title(f"{benchmark}: Figure 2 (mean ± std over seeds)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    save_png(fig, png)
-    return rows
+    return fig, rows
 
 
 def _config(cfg: Config, run: Run) -> Config:
@@ -325,8 +319,11 @@ def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], 
         io.write_text(out / f"{artifact}.md", text)
         written = [out / f"{artifact}.md", out / f"{artifact}.csv"]
     else:
-        partial = f"\nPARTIAL: {len(runs)} of {len(runs) + len(missing)} runs" if missing else ""
-        rows = FIGURES[artifact](cfg, benchmark, runs, results, out / f"{artifact}.png", partial=partial)
+        fig, rows = FIGURES[artifact](cfg, benchmark, runs, results)
+        if missing:
+            ax = fig.axes[0]
+            ax.set_title(f"{ax.get_title()}\nPARTIAL: {len(runs)} of {len(runs) + len(missing)} runs", fontsize=9)
+        save_png(fig, out / f"{artifact}.png")
         io.write_text(out / f"{artifact}.csv", _csv(rows))
         written = [out / f"{artifact}.png", out / f"{artifact}.csv"]
     io.write_json(out / f"{artifact}.json", prov)
