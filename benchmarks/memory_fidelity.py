@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from samc.data.store import read_tasks
-from samc.inpaint import complete, finetune_ae
+from samc.inpaint import complete, finetune_ae, masked_mse
 from samc.memory import encode
 from samc.models import InpaintAE, ResNet18
 from samc.saliency import grad_cam, matched_mask
@@ -99,14 +99,15 @@ def main() -> None:
              acc2, float(g_task.norm()), time.perf_counter() - t0)
 
     budget = args.budget * t1.x_train[0].size
-    variants = [("GEM, dense", None, None), ("SAMC mu 0.4", 0.4, "saliency"), ("SAMC mu 0.6", 0.6, "saliency"),
+    # (row, mu, mask); mu None = dense images: the budget's count, or (last) as many as SAMC stores at
+    # mu 0.6 -- the upper bound of "more images"
+    variants = [("GEM, dense", None, "budget"), ("SAMC mu 0.4", 0.4, "saliency"), ("SAMC mu 0.6", 0.6, "saliency"),
                 ("SAMC mu 0.6, random mask", 0.6, "random"), ("SAMC mu 0.6, inverted mask", 0.6, "inverted"),
-                ("SAMC mu 0.8", 0.8, "saliency")]
+                ("SAMC mu 0.8", 0.8, "saliency"), ("GEM, dense, SAMC's count", None, "SAMC mu 0.6")]
     pool = torch.randperm(len(t1.y_train), generator=gen).numpy()[:3000]   # memories are drawn from these
     k = min(args.ae_pairs, len(pool) // 2)  # the first k of the pool: the AE's pairs, never a memory
-    rows = []
+    rows = {}
     for name, mu, kind in variants:
-        ae, masks = None, None
         if mu is not None:
             masks = masks_for(model1, t1.x_train[pool], t1.y_train[pool], 0, mu, kind, gen)
             ae = InpaintAE(t1.x_train.shape[1])
@@ -115,46 +116,34 @@ def main() -> None:
         cos, cos_n, counts, mse, acc = [], [], [], [], []
         for d in range(args.draws):
             order = k + torch.randperm(len(pool) - k, generator=gen).numpy()
-            if mu is None:
-                n = args.budget
-            else:
+            if mu is not None:
                 n = int(np.searchsorted(np.cumsum(sizes[order]), budget, side="right"))
+            else:
+                n = args.budget if kind == "budget" else int(round(rows[kind][0]))
             pick = order[:n]
             images, labels = t1.x_train[pool[pick]], torch.from_numpy(t1.y_train[pool[pick]])
-            if mu is None:
-                x = torch.from_numpy(images).float().div_(255.0)
-            else:
-                x = complete(images, masks[pick], "rule+ae", ae=ae)
-                drop = ~masks[pick][:, None].repeat(images.shape[1], 1)
-                truth = torch.from_numpy(images).float().div_(255.0)
-                mse.append(float(((x - truth) ** 2)[torch.from_numpy(drop)].mean()))
+            dense = torch.from_numpy(images).float().div_(255.0)
+            x = dense if mu is None else complete(images, masks[pick], "rule+ae", ae=ae)
             with torch.no_grad():
                 model1.eval()
                 acc.append(float((model1(x, 0).argmax(1) == labels).float().mean()) * 100)
             g = flat_grad(model2, x, labels, 0)
             cos.append(float(F.cosine_similarity(g, g_task, dim=0)))
             if mu is not None:             # the same images, uncompleted: what completion costs
-                gd = flat_grad(model2, torch.from_numpy(images).float().div_(255.0), labels, 0)
-                cos_n.append(float(F.cosine_similarity(g, gd, dim=0)))
+                mse.append(masked_mse(x, images, masks[pick]))
+                cos_n.append(float(F.cosine_similarity(g, flat_grad(model2, dense, labels, 0), dim=0)))
             counts.append(n)
-        rows.append((name, np.mean(counts), np.mean(cos), np.std(cos), np.mean(cos_n) if cos_n else None,
-                     np.mean(mse) if mse else None, np.mean(acc)))
+        rows[name] = (np.mean(counts), np.mean(cos), np.std(cos), np.mean(cos_n) if cos_n else None,
+                      np.mean(mse) if mse else None, np.mean(acc))
         log.info("%s done (%.0f s)", name, time.perf_counter() - t0)
-    # GEM with as many dense images as SAMC stores at mu 0.6: the upper bound of "more images"
-    n53 = int(round(next(r[1] for r in rows if r[0] == "SAMC mu 0.6")))
-    cos = []
-    for d in range(args.draws):
-        pick = (k + torch.randperm(len(pool) - k, generator=gen).numpy())[:n53]
-        x = torch.from_numpy(t1.x_train[pool[pick]]).float().div_(255.0)
-        cos.append(float(F.cosine_similarity(flat_grad(model2, x, torch.from_numpy(t1.y_train[pool[pick]]), 0),
-                                             g_task, dim=0)))
-    rows.insert(1, (f"GEM, dense, SAMC's count", n53, np.mean(cos), np.std(cos), None, None, None))
+    shown = [variants[0][0], variants[-1][0], *(v[0] for v in variants[1:-1])]   # the two GEM rows first
 
     print(f"\nmemory fidelity, task 1 of {args.data}, budget {args.budget} raw images, {args.draws} draws, "
           f"seed {args.seed} (task-1 test accuracy after task 2: {acc2:.1f}); {time.perf_counter() - t0:.0f} s")
     print(f"{'memory':30s} {'images':>7s} {'cos(g_mem, g_task)':>20s} {'cos(g_compl, g_dense)':>22s} "
           f"{'dropped-pixel MSE':>18s} {'acc on memory':>14s}")
-    for name, n, c, s, cn, m, a in rows:
+    for name in shown:
+        n, c, s, cn, m, a = rows[name]
         print(f"{name:30s} {n:7.1f} {c:13.3f} ± {s:.3f} {'' if cn is None else f'{cn:.3f}':>22s} "
               f"{'' if m is None else f'{m:.4f}':>18s} {'' if a is None else f'{a:.1f}':>14s}")
 

@@ -59,7 +59,6 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away(tasks):
     assert all((m.fisher[n] >= before[n] - 1e-12).all() for n in before)
 
 
-
 def test_ewc_batch_fisher_is_the_squared_mean_gradient_as_in_gems_code(tasks):
     """``ewc_fisher: batch`` = (∇ mean CE over the samples)²; ``sample`` = mean of per-sample ∇²,
     which is never smaller (Jensen); on a trained network much larger: what made lr 0.1 unstable."""
