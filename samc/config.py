@@ -20,6 +20,9 @@ import yaml
 SCHEMA_PATH = Path(__file__).with_name("params.schema.json")
 # the sections a run's results depend on (experiment names, state digests, pipeline fingerprints)
 RUN_SECTIONS: tuple[str, ...] = ("dataset", "train", "memory", "samc", "baselines")
+# options added after results were committed, with the value that reproduces the earlier code: at
+# that value they are left out of digests, so existing experiments keep their names and states
+NEUTRAL: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("memory", "constraint_sample"): None}
 
 
 def effective_dataset(d: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +66,7 @@ class TrainConfig:
     bn_double_update: bool
     threads: int
     eval_batch_size: int
+    precision: str                 # fp32 | bf16 | auto (samc.precision)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class MemoryConfig:
     agem_ref_size: int
     grad_mode: str
     update_bn: bool
+    constraint_sample: int | None  # None: GEM's exact constraint; N: N images per past task per step
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,9 @@ class Config:
         """Short stable hash of the config (or of some sections), used to name experiments."""
         d = self.to_dict()
         d["dataset"] = effective_dataset(d["dataset"])
+        for (section, key), value in NEUTRAL.items():
+            if d[section].get(key, value) == value:
+                d[section].pop(key, None)
         if sections is not None:
             d = {k: d[k] for k in sections}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]

@@ -25,7 +25,6 @@ class GradBuffer:
         self.sizes = [p.numel() for p in self.params]
         device = self.params[0].device
         self.data = torch.zeros(n_rows, sum(self.sizes), device=device, dtype=torch.float32)
-        self._scratch64: torch.Tensor | None = None
 
     def store(self, row: int) -> torch.Tensor:
         """Copy the parameters' current ``.grad`` into row ``row`` (zeros where a grad is None)."""
@@ -38,12 +37,6 @@ class GradBuffer:
                 out[off:off + n].copy_(p.grad.reshape(-1))
             off += n
         return out
-
-    def scratch64(self) -> torch.Tensor:
-        """A float64 buffer of the same shape, allocated on first use (:func:`project`'s ``work``)."""
-        if self._scratch64 is None:
-            self._scratch64 = torch.empty(self.data.shape, dtype=torch.float64, device=self.data.device)
-        return self._scratch64
 
     def load(self, vec: torch.Tensor) -> None:
         """Write a flat gradient back into the parameters' ``.grad``."""
@@ -78,23 +71,51 @@ def violated(g: torch.Tensor, G: torch.Tensor) -> bool:
     return bool((G @ g < 0).any())
 
 
-def project(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-3,
-            work: torch.Tensor | None = None) -> torch.Tensor:
+def project(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-3) -> torch.Tensor:
     """GEM's projection (Eq. 4.7–4.9 via GEM's dual QP): the g̃ closest to g with ⟨g̃, g̃_k⟩ ≥ 0 ∀k.
 
-    ``eps`` regularises GGᵀ as GEM's reference code does (``project2cone2``), in float64 as there.
-    Only the K×K matrix GGᵀ and the K-vector Gg leave G's device for the solver; ``work`` is an
-    optional float64 buffer of at least G's shape, reused across steps instead of a fresh copy of G.
+    G·Gᵀ and G·g are float32 products on G's device (no copy of G); only the K×K problem leaves it,
+    in float64 for the solver, regularised by ``eps`` as GEM's reference code does (``project2cone2``).
+    g̃ = Gᵀv + g is formed in float32 again (tests/test_gem.py: equal to the all-float64 projection
+    to ~1e-6 relative on random and real gradients).
     """
-    t = G.shape[0]
-    mem = torch.empty(G.shape, dtype=torch.float64, device=G.device) if work is None else work[:t]
-    mem.copy_(G.detach())
-    grad = g.detach().double()
-    P = (mem @ mem.T).cpu().numpy()
+    G, g = G.detach(), g.detach()
+    GGt, Gg = products(G, g)
+    v = _dual(GGt, Gg, margin, eps)
+    return v.to(G) @ G + g
+
+
+def products(G: torch.Tensor, g: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """G·Gᵀ and G·g as float32 products over chunks of ``chunk`` coordinates whose partial sums are
+    added in float64: one float32 GEMM over 1.1 M coordinates loses ~5e-4 of GGᵀ's diagonal (the
+    sequential accumulation), the chunked sum keeps it at float32's ~1e-7, still without a float64
+    copy of G."""
+    K, n = G.shape
+    A = torch.cat([G, g.unsqueeze(0)])
+    m = n // chunk * chunk
+    head = A[:, :m].reshape(K + 1, m // chunk, chunk).transpose(0, 1)      # (chunks, K+1, chunk)
+    total = torch.bmm(head, head.transpose(1, 2)).double().sum(0)
+    if m < n:
+        tail = A[:, m:]
+        total += (tail @ tail.T).double()
+    return total[:K, :K], total[:K, K]
+
+
+def project_float64(g: torch.Tensor, G: torch.Tensor, margin: float = 0.5, eps: float = 1e-3) -> torch.Tensor:
+    """:func:`project` with G and g copied to float64 first (GEM's reference code): the reference
+    the float32 version is tested against."""
+    mem, grad = G.detach().double(), g.detach().double()
+    v = _dual(mem @ mem.T, mem @ grad, margin, eps)
+    return (v.to(mem) @ mem + grad).to(g.dtype)
+
+
+def _dual(GGt: torch.Tensor, Gg: torch.Tensor, margin: float, eps: float) -> torch.Tensor:
+    """GEM's dual QP in float64 on the CPU: argmin_v ½ vᵀ(GGᵀ + εI)v + (Gg)ᵀv s.t. v ≥ margin."""
+    P = GGt.double().cpu().numpy()
+    t = P.shape[0]
     P = 0.5 * (P + P.T) + np.eye(t) * eps
-    q = -(mem @ grad).cpu().numpy()
-    v = quadprog.solve_qp(P, q, np.eye(t), np.zeros(t) + margin)[0]
-    return (torch.from_numpy(v).to(mem) @ mem + grad).to(g.dtype)
+    q = -Gg.double().cpu().numpy()
+    return torch.from_numpy(quadprog.solve_qp(P, q, np.eye(t), np.zeros(t) + margin)[0])
 
 
 def agem_project(g: torch.Tensor, g_ref: torch.Tensor) -> torch.Tensor:

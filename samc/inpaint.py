@@ -127,7 +127,7 @@ def _apply_ae(
     ae.eval()
     try:
         with torch.no_grad():
-            parts = [ae(r[i : i + batch_size]) for i in range(0, r.shape[0], batch_size)]
+            parts = [ae(r[i : i + batch_size]).float() for i in range(0, r.shape[0], batch_size)]
     finally:
         ae.train(was_training)
     return torch.cat(parts) if parts else r.clone()

@@ -44,8 +44,9 @@ def grad_cam(model: ResNet18, x: torch.Tensor, task: int, y: torch.Tensor | None
             (grads,) = torch.autograd.grad(score, a)
     finally:
         model.train(was_training)
+    a, grads = a.detach().float(), grads.float()                    # bf16 under autocast: maps in fp32
     alpha = grads.mean(dim=(2, 3), keepdim=True)                    # D.1: α_k^c = GAP(∂f_c/∂A^k)
-    cam = F.relu((alpha * a.detach()).sum(1, keepdim=True))         # D.2: ReLU(Σ_k α_k^c A^k)
+    cam = F.relu((alpha * a).sum(1, keepdim=True))                  # D.2: ReLU(Σ_k α_k^c A^k)
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)  # D.3: BI↑
     cam = cam.squeeze(1)
     lo = cam.amin(dim=(1, 2), keepdim=True)

@@ -33,6 +33,7 @@ from samc.memory import describe, save_snapshot
 from samc.methods import METHODS, Batch, Method, TaskContext
 from samc.metrics import summary
 from samc.models import ResNet18
+from samc.precision import Precision, resolve_precision
 from samc.timing import PhaseTimer
 
 log = logging.getLogger(__name__)
@@ -99,18 +100,24 @@ class Learner:
     method: Method
     device: torch.device
     timer: PhaseTimer
+    precision: Precision
 
     @classmethod
     def create(cls, cfg: Config, in_channels: int = 3) -> "Learner":
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         device = resolve_device(cfg.train.device)
+        precision = resolve_precision(cfg.train.precision, device)
+        log.info("precision: %s on %s", precision.name, device_name(device))
         use_deterministic(cfg.train.deterministic)
         torch.manual_seed(cfg.train.seed)
         model = ResNet18(cfg.dataset.n_tasks, cfg.dataset.classes_per_task, in_channels=in_channels).to(device)
+        model = precision.prepare(model)
         timer = PhaseTimer()
         method = METHODS[cfg.train.method](model, cfg, device, timer)
-        return cls(cfg, model, method, device, timer)
+        if hasattr(method, "ae"):                      # SAMC's inpainting autoencoder
+            precision.prepare(method.ae)
+        return cls(cfg, model, method, device, timer, precision)
 
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self, task: int) -> dict[str, Any]:
@@ -136,14 +143,17 @@ class Learner:
 
 
 def evaluate(model: ResNet18, tasks: list[Task], device: torch.device, batch_size: int = 500,
-             predict: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> list[float]:
-    """Test accuracy (%) on every task, seen and unseen, in eval mode: with the task's head, or
-    with ``predict(x, t)`` (a method's own classifier, e.g. iCaRL's nearest mean of exemplars)."""
+             predict: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+             precision: Precision | None = None) -> list[float]:
+    """Test accuracy (%) on every task, seen and unseen, in eval mode and inference mode (in the
+    run's precision): with the task's head, or with ``predict(x, t)`` (a method's own classifier,
+    e.g. iCaRL's nearest mean of exemplars)."""
     predict = predict or (lambda x, t: model(x, t).argmax(1))
+    precision = precision or Precision("fp32", device.type)
     was_training = model.training
     model.eval()
     accs = []
-    with torch.no_grad():
+    with torch.inference_mode(), precision.autocast():
         for t, task in enumerate(tasks):
             correct = 0
             for i in range(0, len(task.y_test), batch_size):
@@ -180,11 +190,14 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
     task = tasks[t]
     learner.timer.reset()
     start = time.perf_counter()
-    baseline = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict) if t == 0 else None
+    precision = learner.precision
+    baseline = (evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict, precision)
+                if t == 0 else None)
     order = stream_order(cfg, task, t)
     ctx = TaskContext(t=t, task=task, stream_length=len(order), n_tasks=len(tasks))
     learner.model.train()
-    method.before_task(ctx)
+    with precision.autocast():
+        method.before_task(ctx)
     bs = cfg.train.batch_size
     losses = []
     bar = tqdm(range(0, len(order), bs), desc=f"{cfg.train.method} task {t + 1}/{len(tasks)}",
@@ -197,17 +210,20 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
             y=torch.from_numpy(task.y_train[idx]).to(device),
             raw=raw, index=idx, position=pos,
         )
-        losses.append(method.observe(batch, t))
+        with precision.autocast():
+            losses.append(method.observe(batch, t))
         if not math.isfinite(losses[-1]):
             raise Diverged(
                 f"{cfg.train.method} diverged on task {t + 1}, step {len(losses)} (stream position {pos}): "
                 f"training loss {losses[-1]}; nothing of task {t + 1} was saved. Lower train.lr "
                 f"(now {cfg.train.lr}) or the method's strength (e.g. baselines.ewc_lambda)")
         if cfg.train.bn_double_update:
-            bn_extra_pass(learner.model, batch.x, t)
-    method.after_task(ctx)
+            with precision.autocast():
+                bn_extra_pass(learner.model, batch.x, t)
+    with precision.autocast():
+        method.after_task(ctx)
     with learner.timer("evaluate"):
-        accs = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict)
+        accs = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict, precision)
     memory = method.task_memory(t)
     row: dict[str, Any] = {
         "task": t + 1,
@@ -217,6 +233,7 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
         "memory": describe(memory) if memory is not None else None,
         "timings": {**learner.timer.as_dict(), "total": round(time.perf_counter() - start, 4)},
         "device": device_name(device),
+        "precision": precision.name,
     }
     stats = method.task_stats()
     if stats:
@@ -284,6 +301,7 @@ def collect(run_dir: Path, n_tasks: int) -> dict[str, Any]:
         "timings": [r["timings"] for r in rows],
         "wall_s": round(sum(r["timings"]["total"] for r in rows), 3),
         "devices": sorted({r.get("device", "unrecorded") for r in rows}),
+        "precisions": sorted({r.get("precision", "fp32") for r in rows}),
     }
     if any("method_stats" in r for r in rows):
         out["method_stats"] = [r.get("method_stats", {}) for r in rows]

@@ -49,6 +49,21 @@ class GEM(Method):
             else:
                 memory_gradients_loop(model, xs, ys, tasks, grads)
 
+    def constraint_batches(self, past: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The images behind each row of G: a past task's whole memory (GEM's exact constraint), or
+        with ``memory.constraint_sample = N`` N of them drawn without replacement at this step from
+        ``self.generator`` (saved in the run state, so a resumed run draws the same)."""
+        n = self.cfg.memory.constraint_sample
+        xs, ys = [], []
+        for k in past:
+            x, y = self.mem_x[k], self.mem_y[k]
+            if n is not None and n < len(y):
+                pick = torch.randperm(len(y), generator=self.generator)[:n].to(x.device)
+                x, y = x[pick], y[pick]
+            xs.append(x)
+            ys.append(y)
+        return xs, ys
+
     # -- memory: what is stored, and how it is read back ---------------------------------------------
     def min_record_nbytes(self, shape: tuple[int, int, int]) -> int:
         """The smallest record the encoding can produce (bounds how many samples can fit)."""
@@ -87,7 +102,7 @@ class GEM(Method):
         model = self.model
         if past:
             with self.timer("memory_grads"):
-                xs, ys = [self.mem_x[k] for k in past], [self.mem_y[k] for k in past]
+                xs, ys = self.constraint_batches(past)
                 self.memory_gradients(model, xs, ys, past, self.grads)
         with self.timer("train_step"):
             model.zero_grad(set_to_none=True)
@@ -100,7 +115,7 @@ class GEM(Method):
                 self.stats["constrained_steps"] += 1
                 if violated(g, G):
                     self.stats["projected_steps"] += 1
-                    self.grads.load(project(g, G, self.cfg.memory.strength, work=self.grads.scratch64()))
+                    self.grads.load(project(g, G, self.cfg.memory.strength))
         with self.timer("train_step"):
             self.opt.step()
         self.remember(batch, t)
