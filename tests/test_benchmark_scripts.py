@@ -26,3 +26,14 @@ def test_memory_fidelity_prints_one_row_per_memory(tmp_path):
     assert rows["GEM, dense"][0] == 4.0                      # the budget, in dense images
     assert rows["SAMC mu 0.8"][0] >= rows["SAMC mu 0.4"][0] and rows["SAMC mu 0.8"][0] > 4.0   # sparser: more fit
     assert all(-1.0 <= cos <= 1.0 for _, cos in rows.values())
+
+
+def test_bench_speed_prints_every_table():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_speed.py"), "--repeats", "1",
+                          "--past", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"^\s+10\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d\d$", out.stdout, re.M), out.stdout
+    steps = re.findall(r"^\s+fp32\s+(plain SGD|GEM K=1 exact|GEM K=1 sample 1)\s+(\d+\.\d)", out.stdout, re.M)
+    assert [s for s, _ in steps] == ["plain SGD", "GEM K=1 exact", "GEM K=1 sample 1"], out.stdout
+    diffs = [float(d) for d in re.findall(r"^\s+(?:4|19)\s+\S+\s+\S+\s+(\S+)$", out.stdout, re.M)]
+    assert len(diffs) == 2 and all(d < 1e-5 for d in diffs), out.stdout
