@@ -7,8 +7,9 @@ GEM's QP stay float32 (float64 for the K×K problem). The trainer enters :meth:`
 around each method phase, so a method needs no code of its own for it.
 
 ``auto`` picks bf16 only where the hardware runs it fast: a CPU with AMX or AVX-512-BF16, a CUDA
-device with bf16. Elsewhere bf16 is emulated and slow (measured on a 2-core AMD EPYC without either:
-a batch-10 forward/backward of the reduced ResNet-18 takes 1,566 ms in bf16 vs 143 ms in fp32).
+device with bf16. Elsewhere bf16 is emulated and slow (``python benchmarks/bench_speed.py`` on a 2-core
+AMD EPYC without either: a batch-10 forward/backward of the reduced ResNet-18 takes 808 ms in bf16
+vs 89 ms in fp32).
 """
 from __future__ import annotations
 
@@ -60,13 +61,11 @@ class Precision:
 
 
 def resolve_precision(requested: str, device: torch.device) -> Precision:
-    """``train.precision`` → the precision used on ``device`` (``auto`` is logged)."""
+    """``train.precision`` → the precision used on ``device`` (the trainer logs the choice)."""
     if requested not in PRECISIONS:
         raise ValueError(f"train.precision = {requested!r}: allowed values are {', '.join(PRECISIONS)}")
     if requested == "auto":
         requested = "bf16" if fast_bf16(device) else "fp32"
-        log.info("train.precision = auto: %s on %s (%s)", requested, device.type,
-                 "native bf16" if requested == "bf16" else "no fast bf16 on this hardware")
     elif requested == "bf16" and not fast_bf16(device):
         log.warning("train.precision = bf16 on a %s without native bf16: emulated, much slower than fp32",
                     device.type)

@@ -108,15 +108,17 @@ class Learner:
             torch.set_num_threads(cfg.train.threads)
         device = resolve_device(cfg.train.device)
         precision = resolve_precision(cfg.train.precision, device)
-        log.info("precision: %s on %s", precision.name, device_name(device))
+        log.info("precision: %s on %s (train.precision = %s)", precision.name, device_name(device),
+                 cfg.train.precision)
         use_deterministic(cfg.train.deterministic)
         torch.manual_seed(cfg.train.seed)
         model = ResNet18(cfg.dataset.n_tasks, cfg.dataset.classes_per_task, in_channels=in_channels).to(device)
         model = precision.prepare(model)
         timer = PhaseTimer()
         method = METHODS[cfg.train.method](model, cfg, device, timer)
-        if hasattr(method, "ae"):                      # SAMC's inpainting autoencoder
-            precision.prepare(method.ae)
+        for module in vars(method).values():           # networks a method owns (SAMC's A_ξ)
+            if isinstance(module, torch.nn.Module):
+                precision.prepare(module)
         return cls(cfg, model, method, device, timer, precision)
 
     # -- state -------------------------------------------------------------------------------------
