@@ -22,7 +22,8 @@ SCHEMA_PATH = Path(__file__).with_name("params.schema.json")
 RUN_SECTIONS: tuple[str, ...] = ("dataset", "train", "memory", "samc", "baselines")
 # options added after results were committed, with the value that reproduces the earlier code: at
 # that value they are left out of digests, so existing experiments keep their names and states
-NEUTRAL: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("memory", "constraint_sample"): None}
+NEUTRAL: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("train", "channels_last"): False,
+                                       ("memory", "constraint_sample"): None}
 
 
 def effective_dataset(d: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +68,7 @@ class TrainConfig:
     threads: int
     eval_batch_size: int
     precision: str                 # fp32 | bf16 | auto (samc.precision)
+    channels_last: bool | str = "auto"   # auto | true | false (samc.precision)
 
 
 @dataclass(frozen=True)

@@ -107,9 +107,10 @@ class Learner:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         device = resolve_device(cfg.train.device)
-        precision = resolve_precision(cfg.train.precision, device)
-        log.info("precision: %s on %s (train.precision = %s)", precision.name, device_name(device),
-                 cfg.train.precision)
+        precision = resolve_precision(cfg.train.precision, device, cfg.train.channels_last)
+        log.info("precision: %s%s on %s (train.precision = %s, train.channels_last = %s)", precision.name,
+                 ", channels_last" if precision.channels_last else "", device_name(device),
+                 cfg.train.precision, cfg.train.channels_last)
         use_deterministic(cfg.train.deterministic)
         torch.manual_seed(cfg.train.seed)
         model = ResNet18(cfg.dataset.n_tasks, cfg.dataset.classes_per_task, in_channels=in_channels).to(device)
@@ -236,6 +237,7 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
         "timings": {**learner.timer.as_dict(), "total": round(time.perf_counter() - start, 4)},
         "device": device_name(device),
         "precision": precision.name,
+        "channels_last": precision.channels_last,
     }
     stats = method.task_stats()
     if stats:
