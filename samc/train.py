@@ -101,6 +101,7 @@ class Learner:
     device: torch.device
     timer: PhaseTimer
     precision: Precision
+    tests: list[tuple[torch.Tensor, torch.Tensor]] | None = None    # prepare_test_sets, made at the first task
 
     @classmethod
     def create(cls, cfg: Config, in_channels: int = 3) -> "Learner":
@@ -145,25 +146,32 @@ class Learner:
         return int(state["task"])
 
 
+def prepare_test_sets(tasks: list[Task], device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every task's test images (uint8, 4x smaller than float) and labels on ``device``, made once
+    per run: evaluation then moves nothing between host and device."""
+    return [(torch.from_numpy(task.x_test).to(device), torch.from_numpy(task.y_test).to(device)) for task in tasks]
+
+
 def evaluate(model: ResNet18, tasks: list[Task], device: torch.device, batch_size: int = 500,
              predict: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
-             precision: Precision | None = None) -> list[float]:
+             precision: Precision | None = None,
+             tests: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> list[float]:
     """Test accuracy (%) on every task, seen and unseen, in eval mode and inference mode (in the
     run's precision): with the task's head, or with ``predict(x, t)`` (a method's own classifier,
-    e.g. iCaRL's nearest mean of exemplars)."""
+    e.g. iCaRL's nearest mean of exemplars). ``tests``: :func:`prepare_test_sets` of ``tasks``, if made."""
     predict = predict or (lambda x, t: model(x, t).argmax(1))
     precision = precision or Precision("fp32", device.type)
+    tests = tests if tests is not None else prepare_test_sets(tasks, device)
     was_training = model.training
     model.eval()
     accs = []
     with torch.inference_mode(), precision.autocast():
-        for t, task in enumerate(tasks):
+        for t, (x_all, y_all) in enumerate(tests):
             correct = 0
-            for i in range(0, len(task.y_test), batch_size):
-                x = torch.from_numpy(task.x_test[i:i + batch_size]).to(device).float().div_(255.0)
-                y = torch.from_numpy(task.y_test[i:i + batch_size]).to(device)
-                correct += int((predict(x, t) == y).sum())
-            accs.append(100.0 * correct / max(1, len(task.y_test)))
+            for i in range(0, len(y_all), batch_size):
+                x = x_all[i:i + batch_size].float().div_(255.0)
+                correct += int((predict(x, t) == y_all[i:i + batch_size]).sum())
+            accs.append(100.0 * correct / max(1, len(y_all)))
     model.train(was_training)
     return accs
 
@@ -194,8 +202,10 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
     learner.timer.reset()
     start = time.perf_counter()
     precision = learner.precision
-    baseline = (evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict, precision)
-                if t == 0 else None)
+    if learner.tests is None:
+        learner.tests = prepare_test_sets(tasks, device)
+    baseline = (evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict, precision,
+                         learner.tests) if t == 0 else None)
     order = stream_order(cfg, task, t)
     ctx = TaskContext(t=t, task=task, stream_length=len(order), n_tasks=len(tasks))
     learner.model.train()
@@ -226,7 +236,8 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
     with precision.autocast():
         method.after_task(ctx)
     with learner.timer("evaluate"):
-        accs = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict, precision)
+        accs = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict, precision,
+                        learner.tests)
     memory = method.task_memory(t)
     row: dict[str, Any] = {
         "task": t + 1,

@@ -8,7 +8,9 @@ import torch
 from samc import cli
 from samc.memory import load_snapshot
 from samc.methods.samc import SAMC
-from samc.train import completed_tasks, load_tasks, run_stream
+from samc import train as train_mod
+from samc.models import ResNet18
+from samc.train import completed_tasks, evaluate, load_tasks, run_stream, prepare_test_sets
 from tests.helpers import ROOT, tiny_config
 
 
@@ -30,6 +32,19 @@ def test_resume_after_task_2_equals_uninterrupted(tmp_path, tasks, method):
     a = torch.load(tmp_path / "full" / "task_3" / "state.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "split" / "task_3" / "state.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_test_tensors_are_made_once_per_run_and_evaluate_the_same(tmp_path, tasks, monkeypatch):
+    model = ResNet18(len(tasks), 2)
+    cpu = torch.device("cpu")
+    made = prepare_test_sets(tasks, cpu)
+    assert all(x.dtype == torch.uint8 for x, _ in made)
+    assert evaluate(model, tasks, cpu, 7, tests=made) == evaluate(model, tasks, cpu, 500)
+    calls = []
+    real = train_mod.prepare_test_sets
+    monkeypatch.setattr(train_mod, "prepare_test_sets", lambda *a: calls.append(1) or real(*a))
+    run_stream(tiny_config("train.method=finetune"), tmp_path / "run", progress=False, tasks=tasks)
+    assert len(calls) == 1                              # not once per task nor per evaluation
 
 
 def test_completed_tasks_is_the_last_saved_state_after_unbroken_metrics(tmp_path):
