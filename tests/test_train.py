@@ -34,7 +34,7 @@ def test_resume_after_task_2_equals_uninterrupted(tmp_path, tasks, method):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_test_tensors_are_made_once_per_run_and_evaluate_the_same(tmp_path, tasks, monkeypatch):
+def test_test_sets_are_made_once_per_run_and_evaluate_the_same(tmp_path, tasks, monkeypatch):
     model = ResNet18(len(tasks), 2)
     cpu = torch.device("cpu")
     made = prepare_test_sets(tasks, cpu)
