@@ -1,7 +1,7 @@
 """Engine benchmark: prints, measured side by side in one run on the same data,
-  1. the cost of one GEM step vs one plain SGD step as the number of past tasks grows;
-  2. bytes per stored image, our sparse encoding vs COO vs dense, at several μ (cf. Table 4);
-  3. wall time per task of `samc` vs `gem` and the images each stores per task.
+  1. bytes per stored image, our sparse encoding vs COO vs dense, at several μ (cf. Table 4);
+  2. wall time per task of `samc` vs `gem` and the images each stores per task.
+(Step costs, GEM's per-task loop vs its batched pass included: benchmarks/bench_speed.py.)
 
     python benchmarks/bench_engine.py                       # shapes, quick
     python benchmarks/bench_engine.py --dataset cifar10 --root data/cifar10 --tasks 5
@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,43 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from samc import config
-from samc.gem import GradBuffer, memory_gradients_batched, memory_gradients_loop, project, violated
 from samc.memory import coo_nbytes, encode
 from samc.models import ResNet18
 from samc.saliency import grad_cam, saliency_mask
 from samc.train import load_tasks, run_stream
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def gem_step_cost(past_tasks: int, repeats: int = 5) -> tuple[float, float, float]:
-    """Median seconds of one plain SGD step and one GEM step (batch 10, 32x32, 10 memories per past
-    task), with G's rows from the per-task loop (GEM's code) and from the batched torch.func pass."""
-    model = ResNet18(past_tasks + 1, 2)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    x, y = torch.rand(10, 3, 32, 32), torch.randint(0, 2, (10,))
-    xs = [torch.rand(10, 3, 32, 32) for _ in range(past_tasks)]
-    ys = [torch.randint(0, 2, (10,)) for _ in range(past_tasks)]
-    buf = GradBuffer(model.parameters(), past_tasks + 1)
-    times: dict[str, list[float]] = {"sgd": [], "loop": [], "batched": []}
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.zero_grad()
-        F.cross_entropy(model(x, past_tasks), y).backward()
-        opt.step()
-        times["sgd"].append(time.perf_counter() - t0)
-        for mode, fn in (("loop", memory_gradients_loop), ("batched", memory_gradients_batched)):
-            t0 = time.perf_counter()
-            fn(model, xs, ys, list(range(past_tasks)), buf)
-            model.zero_grad()
-            F.cross_entropy(model(x, past_tasks), y).backward()
-            g = buf.store(past_tasks)
-            G = buf.data[:past_tasks]
-            if violated(g, G):
-                buf.load(project(g, G, 0.5))
-            opt.step()
-            times[mode].append(time.perf_counter() - t0)
-    return tuple(statistics.median(times[k]) for k in ("sgd", "loop", "batched"))
 
 
 def bytes_per_image(cfg: config.Config, mus: list[float]) -> None:
@@ -93,7 +60,7 @@ def main() -> None:
                     help="shapes only: training images per class (1000: 200 steps per task, as measured before)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="/tmp/samc-bench", help="run folders; emptied first, so every time is measured now")
-    ap.add_argument("--skip-runs", action="store_true", help="only the step-cost and bytes tables")
+    ap.add_argument("--skip-runs", action="store_true", help="only the bytes table")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -105,10 +72,6 @@ def main() -> None:
         sets.append(f"dataset.shapes_train_per_class={args.train_per_class}")
     cfg = config.load(ROOT / "params.yaml", sets)
 
-    print(f"{'past tasks':>10} {'SGD step s':>11} {'GEM loop s':>11} {'loop/SGD':>9} {'GEM batched s':>14} {'batched/loop':>13}")
-    for k in (1, 4, 19):
-        s, g, b = gem_step_cost(k)
-        print(f"{k:10d} {s:11.4f} {g:11.4f} {g / s:9.2f} {b:14.4f} {b / g:13.2f}")
     bytes_per_image(cfg, [0.3, 0.5, 0.6, 0.7, 0.8])
     if args.skip_runs:
         return

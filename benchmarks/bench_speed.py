@@ -1,25 +1,31 @@
 """Speed benchmark (issue 15), measured side by side in one run on this machine, 1 thread:
-  1. ms of one forward/backward of the reduced ResNet-18 at batch 10 and 53, fp32 vs bf16 autocast
-     (+ channels_last), and whether this CPU has native bf16 (AMX / AVX-512-BF16);
-  2. ms of one plain SGD step and of one GEM step with 1, 4 and 19 past tasks (10 memories each,
-     exact constraint, and with memory.constraint_sample = 1), each GEM step per memory image
-     relative to a plain step per image;
-  3. GEM's projection: chunked float32 products (samc.gem.project) vs a float64 copy of G.
+  1. ms of one forward/backward of the reduced ResNet-18 at batch 10 and 53: fp32 contiguous,
+     fp32 channels_last, bf16 autocast + channels_last; whether this CPU has native bf16 (AMX /
+     AVX-512-BF16);
+  2. ms of one plain SGD step and of one GEM step with 1, 4 and 19 past tasks (10 memories each;
+     exact constraint, memory.constraint_sample = 1, and G's rows from the batched torch.func pass),
+     in both fp32 layouts; each GEM step per memory image relative to a plain step per image;
+  3. GEM's projection: chunked float32 products (samc.gem.project) vs a float64 copy of G;
+  4. with --runs: the per-phase split and wall time of whole runs, read from their metrics.json
+     (what the engine timed while training; e.g. the Split CIFAR-10 runs of the README's cost table).
 
-    python benchmarks/bench_speed.py                 # ~3 min on 2 cores
+    python benchmarks/bench_speed.py                 # ~4 min on 2 cores
     python benchmarks/bench_speed.py --bf16-steps    # also GEM steps in bf16 (slow without native bf16)
+    python benchmarks/bench_speed.py --skip-steps --runs runs/split-cifar10/gem-s0 runs/split-cifar10/samc-s0
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from samc.gem import GradBuffer, memory_gradients_loop, project, project_float64, violated
+from samc.gem import GradBuffer, memory_gradients_batched, memory_gradients_loop, project, project_float64, violated
 from samc.models import ResNet18
 from samc.precision import Precision, fast_bf16
 
@@ -48,8 +54,9 @@ def forward_backward_ms(batch: int, p: Precision, repeats: int) -> float:
     return median_ms(step, repeats)
 
 
-def gem_step_ms(past: int, p: Precision, sample: int | None, repeats: int) -> float:
-    """One GEM step as samc.methods.gem takes it: memory gradients (loop), batch gradient, QP, SGD."""
+def gem_step_ms(past: int, p: Precision, sample: int | None, repeats: int, batched: bool = False) -> float:
+    """One GEM step as samc.methods.gem takes it: memory gradients (the per-task loop, or the
+    batched torch.func pass), batch gradient, QP, SGD. ``past = 0`` is a plain SGD step."""
     torch.manual_seed(0)
     model = p.prepare(ResNet18(past + 1, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -58,6 +65,7 @@ def gem_step_ms(past: int, p: Precision, sample: int | None, repeats: int) -> fl
     mem_y = [torch.randint(0, 2, (10,)) for _ in range(past)]
     buf = GradBuffer(model.parameters(), past + 1)
     gen = torch.Generator().manual_seed(0)
+    rows = memory_gradients_batched if batched else memory_gradients_loop
 
     def step() -> None:
         xs, ys = mem_x, mem_y
@@ -65,30 +73,38 @@ def gem_step_ms(past: int, p: Precision, sample: int | None, repeats: int) -> fl
             picks = [torch.randperm(10, generator=gen)[:sample] for _ in range(past)]
             xs, ys = [m[i] for m, i in zip(mem_x, picks)], [m[i] for m, i in zip(mem_y, picks)]
         with p.autocast():
-            memory_gradients_loop(model, xs, ys, list(range(past)), buf)
+            if past:
+                rows(model, xs, ys, list(range(past)), buf)
             model.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x, past), y)
         loss.backward()
-        g, G = buf.store(past), buf.data[:past]
-        if violated(g, G):
-            buf.load(project(g, G, 0.5))
+        if past:
+            g, G = buf.store(past), buf.data[:past]
+            if violated(g, G):
+                buf.load(project(g, G, 0.5))
         opt.step()
     return median_ms(step, repeats)
 
 
-def plain_step_ms(p: Precision, repeats: int) -> float:
-    torch.manual_seed(0)
-    model = p.prepare(ResNet18(2, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    x, y = torch.rand(10, 3, 32, 32), torch.randint(0, 2, (10,))
-
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        with p.autocast():
-            loss = F.cross_entropy(model(x, 0), y)
-        loss.backward()
-        opt.step()
-    return median_ms(step, repeats)
+def run_phases(folders: list[str]) -> None:
+    """Section 4: each run's wall time and its split by phase, summed over its tasks' metrics
+    (completion includes its inpainting; "other" is the rest: data, memory writes, BatchNorm passes)."""
+    phases = ("memory_grads", "train_step", "qp", "gradcam", "encode", "completion", "autoencoder", "evaluate")
+    print("\n4. whole runs (from their metrics.json): wall s, and % of it per phase")
+    print(f"{'run':>24} {'tasks':>5} {'wall s':>8} " + " ".join(f"{ph[:7]:>7}" for ph in phases) + f" {'other':>7}")
+    for folder in folders:
+        tasks = sorted(Path(folder).glob("task_*/metrics.json"), key=lambda m: int(m.parent.name.split("_")[1]))
+        if tasks:                                           # a run folder (runs/<experiment>)
+            rows = [json.loads(m.read_text())["timings"] for m in tasks]
+        elif (Path(folder) / "metrics.json").exists():      # a collected result (results/<benchmark>/<run>)
+            rows = json.loads((Path(folder) / "metrics.json").read_text())["timings"]
+        else:
+            raise SystemExit(f"--runs {folder}: neither task_*/metrics.json nor metrics.json there")
+        total = sum(r["total"] for r in rows)
+        split = {ph: sum(r.get(ph, 0.0) for r in rows) for ph in phases}
+        other = total - sum(split.values())
+        print(f"{Path(folder).name[-24:]:>24} {len(rows):5d} {total:8.0f} "
+              + " ".join(f"{100 * v / total:7.1f}" for v in split.values()) + f" {100 * other / total:7.1f}")
 
 
 def main() -> None:
@@ -97,32 +113,41 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--past", type=int, nargs="+", default=[1, 4, 19])
     ap.add_argument("--bf16-steps", action="store_true", help="GEM steps in bf16 too")
+    ap.add_argument("--skip-steps", action="store_true", help="only section 4 (needs --runs)")
+    ap.add_argument("--runs", nargs="*", default=[], help="run folders (task_*/metrics.json) for section 4")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
-    fp32, bf16 = Precision("fp32", "cpu"), Precision("bf16", "cpu")
+    fp32, fp32_cl, bf16 = Precision("fp32", "cpu"), Precision("fp32", "cpu", True), Precision("bf16", "cpu", True)
     print(f"torch {torch.__version__}, {args.threads} thread(s), native bf16 on this CPU: {fast_bf16(cpu)} "
           f"(capability {torch.backends.cpu.get_cpu_capability()})")
+    if not args.skip_steps:
+        steps(args, fp32, fp32_cl, bf16)
+    if args.runs:
+        run_phases(args.runs)
 
+
+def steps(args: argparse.Namespace, fp32: Precision, fp32_cl: Precision, bf16: Precision) -> None:
     print(f"\n1. forward+backward, ms (median of {args.repeats})")
-    print(f"{'batch':>5} {'fp32':>8} {'bf16+CL':>8} {'bf16/fp32':>10}")
+    print(f"{'batch':>5} {'fp32':>8} {'fp32+CL':>8} {'bf16+CL':>8} {'CL/fp32':>8} {'bf16/fp32':>10}")
     for batch in (10, 53):
-        a, b = forward_backward_ms(batch, fp32, args.repeats), forward_backward_ms(batch, bf16, args.repeats)
-        print(f"{batch:5d} {a:8.1f} {b:8.1f} {b / a:10.2f}")
+        a, c, b = (forward_backward_ms(batch, p, args.repeats) for p in (fp32, fp32_cl, bf16))
+        print(f"{batch:5d} {a:8.1f} {c:8.1f} {b:8.1f} {c / a:8.2f} {b / a:10.2f}")
 
-    precisions = [fp32, bf16] if args.bf16_steps else [fp32]
+    layouts = [fp32, fp32_cl, bf16] if args.bf16_steps else [fp32, fp32_cl]
     print(f"\n2. one training step, ms (median of {args.repeats}); per image = step / (10 + 10 K) images,"
           " relative to a plain step's 10")
-    print(f"{'precision':>9} {'step':>26} {'ms':>9} {'x plain':>8} {'per image x plain':>18}")
-    for p in precisions:
-        plain = plain_step_ms(p, args.repeats)
-        print(f"{p.name:>9} {'plain SGD':>26} {plain:9.1f} {1.0:8.2f} {1.0:18.2f}")
+    print(f"{'layout':>9} {'step':>26} {'ms':>9} {'x plain':>8} {'per image x plain':>18}")
+    for p in layouts:
+        label = p.name + ("+CL" if p.channels_last else "")
+        plain = gem_step_ms(0, p, None, args.repeats)
+        print(f"{label:>9} {'plain SGD':>26} {plain:9.1f} {1.0:8.2f} {1.0:18.2f}")
         for k in args.past:
-            for sample in (None, 1):
-                ms = gem_step_ms(k, p, sample, args.repeats)
+            for sample, batched in ((None, False), (1, False), (None, True)):
+                ms = gem_step_ms(k, p, sample, args.repeats, batched)
                 n_img = 10 + k * (10 if sample is None else sample)
-                label = f"GEM K={k} " + ("exact" if sample is None else f"sample {sample}")
-                print(f"{p.name:>9} {label:>26} {ms:9.1f} {ms / plain:8.2f} {(ms / n_img) / (plain / 10):18.2f}")
+                name = f"GEM K={k} " + ("batched" if batched else "exact" if sample is None else f"sample {sample}")
+                print(f"{label:>9} {name:>26} {ms:9.1f} {ms / plain:8.2f} {(ms / n_img) / (plain / 10):18.2f}")
 
     print("\n3. GEM's projection (1.1 M parameters), ms")
     print(f"{'K':>3} {'float32 chunked':>16} {'float64 copy':>13} {'rel. diff':>10}")

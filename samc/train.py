@@ -204,8 +204,11 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
     precision = learner.precision
     if learner.tests is None:
         learner.tests = prepare_test_sets(tasks, device)
-    baseline = (evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict, precision,
-                         learner.tests) if t == 0 else None)
+    baseline = None
+    if t == 0:                                      # R's row 0 (FWT's reference): the untrained model
+        with learner.timer("evaluate"):
+            baseline = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict,
+                                precision, learner.tests)
     order = stream_order(cfg, task, t)
     ctx = TaskContext(t=t, task=task, stream_length=len(order), n_tasks=len(tasks))
     learner.model.train()

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from samc.data.store import dataset_params, write_tasks
-from samc.train import load_tasks
+from samc.train import load_tasks, run_stream
 from tests.helpers import ROOT, tiny_config
 
 
@@ -28,12 +28,19 @@ def test_memory_fidelity_prints_one_row_per_memory(tmp_path):
     assert all(-1.0 <= cos <= 1.0 for _, cos in rows.values())
 
 
-def test_bench_speed_prints_every_table():
+def test_bench_speed_prints_every_table(tmp_path):
+    run = tmp_path / "gem-run"
+    run_stream(tiny_config("train.method=gem", "dataset.n_tasks=2"), run, progress=False)
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_speed.py"), "--repeats", "1",
-                          "--past", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                          "--past", "1", "--runs", str(run)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert re.search(r"^\s+10\s+\d+\.\d\s+\d+\.\d\s+\d+\.\d\d$", out.stdout, re.M), out.stdout
-    steps = re.findall(r"^\s+fp32\s+(plain SGD|GEM K=1 exact|GEM K=1 sample 1)\s+(\d+\.\d)", out.stdout, re.M)
-    assert [s for s, _ in steps] == ["plain SGD", "GEM K=1 exact", "GEM K=1 sample 1"], out.stdout
+    assert re.search(r"^\s+10(\s+\d+\.\d){3}\s+\d+\.\d\d\s+\d+\.\d\d$", out.stdout, re.M), out.stdout
+    for layout in ("fp32", "fp32\\+CL"):
+        steps = re.findall(rf"^\s+{layout}\s+(plain SGD|GEM K=1 \w+(?: 1)?)\s+(\d+\.\d)", out.stdout, re.M)
+        assert [s for s, _ in steps] == ["plain SGD", "GEM K=1 exact", "GEM K=1 sample 1", "GEM K=1 batched"], out.stdout
     diffs = [float(d) for d in re.findall(r"^\s+(?:4|19)\s+\S+\s+\S+\s+(\S+)$", out.stdout, re.M)]
     assert len(diffs) == 2 and all(d < 1e-5 for d in diffs), out.stdout
+    whole = re.search(r"^\s+gem-run\s+2\s+(\d+)((?:\s+\d+\.\d){9})$", out.stdout, re.M)
+    assert whole, out.stdout
+    shares = [float(v) for v in whole.group(2).split()]
+    assert abs(sum(shares) - 100) < 0.5 and shares[0] > 0 and shares[1] > 0      # memory grads, train step
