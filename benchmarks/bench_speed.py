@@ -6,7 +6,8 @@
      exact constraint, memory.constraint_sample = 1, and G's rows from the batched torch.func pass),
      in both fp32 layouts; each GEM step per memory image relative to a plain step per image;
   3. GEM's projection: chunked float32 products (samc.gem.project) vs a float64 copy of G;
-  4. with --runs: the per-phase split and wall time of whole runs, read from their metrics.json
+  4. where a GEM step's CPU time goes: convolutions, BatchNorm, gradient copies, optimizer, other;
+  5. with --runs: the per-phase split and wall time of whole runs, read from their metrics.json
      (what the engine timed while training; e.g. the Split CIFAR-10 runs of the README's cost table).
 
     python benchmarks/bench_speed.py                 # ~4 min on 2 cores
@@ -54,7 +55,8 @@ def forward_backward_ms(batch: int, p: Precision, repeats: int) -> float:
     return median_ms(step, repeats)
 
 
-def gem_step_ms(past: int, p: Precision, sample: int | None, repeats: int, batched: bool = False) -> float:
+def gem_step_ms(past: int, p: Precision, sample: int | None, repeats: int, batched: bool = False,
+                warmup: int = 2) -> float:
     """One GEM step as samc.methods.gem takes it: memory gradients (the per-task loop, or the
     batched torch.func pass), batch gradient, QP, SGD. ``past = 0`` is a plain SGD step."""
     torch.manual_seed(0)
@@ -83,14 +85,30 @@ def gem_step_ms(past: int, p: Precision, sample: int | None, repeats: int, batch
             if violated(g, G):
                 buf.load(project(g, G, 0.5))
         opt.step()
-    return median_ms(step, repeats)
+    return median_ms(step, repeats, warmup)
+
+
+def profile_split(past: int, p: Precision, repeats: int) -> dict[str, float]:
+    """Section 4: where one GEM step's CPU time goes, by operator family (torch.profiler, self time)."""
+    families = {"convolution": ("convolution", "conv2d"), "batch norm": ("batch_norm",),
+                "gradient copies": ("copy_", "zero_", "zeros", "fill_"), "optimizer": ("sgd", "_foreach")}
+    gem_step_ms(past, p, None, 1)                       # warm-up (oneDNN primitives)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        gem_step_ms(past, p, None, repeats, warmup=0)
+    split = dict.fromkeys([*families, "other"], 0.0)
+    for ev in prof.key_averages():
+        name = ev.key.lower()
+        family = next((f for f, keys in families.items() if any(k in name for k in keys)), "other")
+        split[family] += ev.self_cpu_time_total
+    total = sum(split.values())
+    return {k: 100 * v / total for k, v in split.items()}
 
 
 def run_phases(folders: list[str]) -> None:
-    """Section 4: each run's wall time and its split by phase, summed over its tasks' metrics
+    """Section 5: each run's wall time and its split by phase, summed over its tasks' metrics
     (completion includes its inpainting; "other" is the rest: data, memory writes, BatchNorm passes)."""
     phases = ("memory_grads", "train_step", "qp", "gradcam", "encode", "completion", "autoencoder", "evaluate")
-    print("\n4. whole runs (from their metrics.json): wall s, and % of it per phase")
+    print("\n5. whole runs (from their metrics.json): wall s, and % of it per phase")
     print(f"{'run':>24} {'tasks':>5} {'wall s':>8} " + " ".join(f"{ph[:7]:>7}" for ph in phases) + f" {'other':>7}")
     for folder in folders:
         tasks = sorted(Path(folder).glob("task_*/metrics.json"), key=lambda m: int(m.parent.name.split("_")[1]))
@@ -113,8 +131,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--past", type=int, nargs="+", default=[1, 4, 19])
     ap.add_argument("--bf16-steps", action="store_true", help="GEM steps in bf16 too")
-    ap.add_argument("--skip-steps", action="store_true", help="only section 4 (needs --runs)")
-    ap.add_argument("--runs", nargs="*", default=[], help="run folders (task_*/metrics.json) for section 4")
+    ap.add_argument("--skip-steps", action="store_true", help="only section 5 (needs --runs)")
+    ap.add_argument("--runs", nargs="*", default=[], help="run folders (task_*/metrics.json) for section 5")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
@@ -161,6 +179,11 @@ def steps(args: argparse.Namespace, fp32: Precision, fp32_cl: Precision, bf16: P
         b = median_ms(lambda: project_float64(g, G, 0.5), args.repeats)
         z, ref = project(g, G, 0.5).double(), project_float64(g, G, 0.5).double()
         print(f"{k:3d} {a:16.1f} {b:13.1f} {float((z - ref).norm() / ref.norm()):10.1e}")
+
+    print("\n4. one GEM step with 4 past tasks (exact), % of CPU self time by operator family (torch.profiler)")
+    for p in (fp32, fp32_cl):
+        split = profile_split(4, p, max(1, args.repeats // 2))
+        print(f"{p.name + ('+CL' if p.channels_last else ''):>9} " + "  ".join(f"{k} {v:.1f}" for k, v in split.items()))
 
 
 if __name__ == "__main__":
