@@ -1,4 +1,4 @@
-"""Command line: ``samc run | prepare | train-task | evaluate | report | table | dvc-yaml | memory show/diff``.
+"""Command line: ``samc run | prepare | train-task | evaluate | report | table | dvc-yaml | compare | memory show/diff``.
 
 Every command reads the one configuration, ``params.yaml`` (``--params``), with optional
 ``--set section.key=value`` overrides, validated before any work is done.
@@ -194,6 +194,20 @@ def cmd_memory_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from samc.compare import Pair, compare, write_comparison
+
+    pairs = [Pair(label, [Path(f) for f in a.split()], [Path(f) for f in b.split()]) for label, a, b in args.pair]
+    per_seed, summary = compare(pairs, names=(args.a_name, args.b_name))
+    out = Path(args.out)
+    write_comparison(out, args.title or out.stem, args.note, per_seed, summary, (args.a_name, args.b_name))
+    for row in summary:
+        print(f"{row['comparison']}: {row['seeds']} seeds, ΔACC ({args.a_name} − {args.b_name}) "
+              f"{row['ΔACC [95% CI]']}, ΔBWT {row['ΔBWT [95% CI]']}")
+    print(f"wrote {out.with_suffix('.md')}, {out.with_suffix('.csv')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from samc.benchmarks import ARTIFACTS
 
@@ -247,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="dvc.yaml")
     p.add_argument("--check", action="store_true", help="exit 1 when the file differs (stale)")
     p.set_defaults(func=cmd_dvc_yaml)
+
+    p = sub.add_parser("compare", help="paired comparison over seeds: per-seed ACC/BWT, mean difference, 95%% interval")
+    p.add_argument("--pair", nargs=3, action="append", required=True, metavar=("LABEL", "A_RUNS", "B_RUNS"),
+                   help="one comparison: its label, then the A and B run folders, each a space-separated list "
+                        "(paired by seed; repeatable)")
+    p.add_argument("--out", required=True, help="output path without suffix: writes <out>.md and <out>.csv")
+    p.add_argument("--a-name", default="A", help="column name of the A side (default A)")
+    p.add_argument("--b-name", default="B", help="column name of the B side (default B)")
+    p.add_argument("--title", default="")
+    p.add_argument("--note", default="", help="a paragraph under the title (protocol, command)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("memory", help="inspect episodic-memory snapshots")
     msub = p.add_subparsers(dest="memory_command", required=True)
