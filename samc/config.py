@@ -23,7 +23,8 @@ RUN_SECTIONS: tuple[str, ...] = ("dataset", "train", "memory", "samc", "baseline
 # options added after results were committed, with the value that reproduces the earlier code: at
 # that value they are left out of digests, so existing experiments keep their names and states
 NEUTRAL: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("train", "channels_last"): False,
-                                       ("memory", "constraint_sample"): None}
+                                       ("memory", "constraint_sample"): None, ("samc", "gradcam_mode"): "eval",
+                                       ("samc", "complete_at"): "task_start", ("samc", "budget_charge"): "bytes"}
 
 
 def effective_dataset(d: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +94,9 @@ class SamcConfig:
     ae_batch_size: int
     ae_patience: int
     ae_pairs: int
+    gradcam_mode: str = "eval"         # eval | train (the authors' code)
+    complete_at: str = "task_start"    # task_start (Algorithm 1, line 5) | storage (the authors' code)
+    budget_charge: str = "bytes"       # bytes (real encoded bytes) | values (C per kept pixel, the authors')
 
 
 @dataclass(frozen=True)

@@ -522,9 +522,11 @@ def _split_records(data: np.ndarray, offsets: np.ndarray, where: str) -> list[by
 class FifoMemory:
     """Byte-budgeted FIFO episodic memory of one task (§4.1, "the last samples remain").
 
-    ``add`` appends a record and evicts from the front until ``nbytes <= budget``; a record
-    larger than the whole budget is refused (logged) and leaves the memory untouched.  The
-    content is therefore always the maximal suffix that fits of the stream of accepted records.
+    ``add`` appends a record and evicts from the front until the records' charges sum to at most
+    ``budget``; a record charged more than the whole budget is refused (logged) and leaves the
+    memory untouched.  The content is therefore always the maximal suffix that fits of the stream
+    of accepted records.  A record's charge is its length in bytes unless ``add`` is given another
+    (``samc.budget_charge = values``: the SAMC authors' C values per kept pixel, no index cost).
     """
 
     def __init__(self, budget: int) -> None:
@@ -533,35 +535,44 @@ class FifoMemory:
             raise MemoryFormatError(f"budget: must be >= 0, got {budget}")
         self.budget: int = budget
         self._items: collections.deque[tuple[bytes, int, int, float]] = collections.deque()
+        self._charges: collections.deque[int] = collections.deque()
         self._nbytes = 0
+        self._charged = 0
         self.n_seen = 0
         self.n_evicted = 0
         self.n_refused = 0
 
-    def add(self, record: bytes, label: int, index: int, kept: float | None = None) -> bool:
-        """Append ``(COO(x'), y)`` to the memory (Algorithm 1 line 11); False if refused."""
+    def add(self, record: bytes, label: int, index: int, kept: float | None = None,
+            charge: int | None = None) -> bool:
+        """Append ``(COO(x'), y)`` to the memory (Algorithm 1 line 11); False if refused.
+        ``charge``: what the record costs against the budget (default: its bytes)."""
         if not isinstance(record, (bytes, bytearray, memoryview)):
             raise MemoryFormatError(f"record: expected bytes, got {type(record).__name__}")
         record = bytes(record)
         label = _as_int(label, "label")
         index = _as_int(index, "index")
         kept_value = math.nan if kept is None else float(kept)
+        cost = len(record) if charge is None else _as_int(charge, "charge")
+        if cost < 0:
+            raise MemoryFormatError(f"charge: must be >= 0, got {cost}")
         self.n_seen += 1
-        if len(record) > self.budget:
+        if cost > self.budget:
             self.n_refused += 1
             logger.warning(
-                "FifoMemory: record of %d bytes (index %d) exceeds the whole budget of %d bytes; "
-                "dropped",
-                len(record),
+                "FifoMemory: record charged %d (index %d) exceeds the whole budget of %d; dropped",
+                cost,
                 index,
                 self.budget,
             )
             return False
         self._items.append((record, label, index, kept_value))
+        self._charges.append(cost)
         self._nbytes += len(record)
-        while self._nbytes > self.budget:
+        self._charged += cost
+        while self._charged > self.budget:
             old = self._items.popleft()
             self._nbytes -= len(old[0])
+            self._charged -= self._charges.popleft()
             self.n_evicted += 1
         return True
 
@@ -582,7 +593,13 @@ class FifoMemory:
 
     @property
     def nbytes(self) -> int:
+        """The records' real bytes."""
         return self._nbytes
+
+    @property
+    def charged(self) -> int:
+        """What the records cost against the budget (= ``nbytes`` unless charges were given)."""
+        return self._charged
 
     def __len__(self) -> int:
         return len(self._items)

@@ -17,15 +17,17 @@ from samc.models import ResNet18
 
 
 def grad_cam(model: ResNet18, x: torch.Tensor, task: int, y: torch.Tensor | None = None,
-             target: str = "label") -> torch.Tensor:
+             target: str = "label", train_mode: bool = False) -> torch.Tensor:
     """Saliency maps M(x) ∈ [0,1]^{H×W} for a batch (Eq. 4.3; App. D, Eq. D.1–D.3).
 
     ``target="label"`` scores the true (task-local) label ``y``; ``"predicted"`` the arg-max logit.
+    ``train_mode``: BatchNorm normalises with the batch's statistics and updates its running
+    statistics (the authors' code, ``samc.gradcam_mode = train``); default eval mode, untouched.
     Each map is min–max normalised per image; a constant map (no evidence for any region)
     becomes all ones, so that nothing is dropped on its account, and never NaN.
     """
     was_training = model.training
-    model.eval()
+    model.train(train_mode)
     try:
         with torch.no_grad():
             a = model.features_map(x)

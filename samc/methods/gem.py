@@ -78,6 +78,14 @@ class GEM(Method):
         images, _ = memory.decode_all()
         return torch.from_numpy(images).float().div_(255.0)
 
+    def record_charge(self, record: bytes) -> int | None:
+        """What a record costs against the task's budget; None = its bytes (every memory here)."""
+        return None
+
+    def memory_inputs(self, k: int) -> torch.Tensor:
+        """Past task k's memory as classifier inputs at the start of a later task (Algorithm 1, line 5)."""
+        return self.restore(self.memories[k])
+
     def mu(self) -> float | None:
         return None
 
@@ -94,7 +102,7 @@ class GEM(Method):
         with self.timer("completion"):
             for k in sorted(self.memories):
                 if k < ctx.t and len(self.memories[k]):
-                    self.mem_x[k] = self.restore(self.memories[k]).to(self.device)
+                    self.mem_x[k] = self.memory_inputs(k).to(self.device)
                     self.mem_y[k] = torch.as_tensor(self.memories[k].labels, device=self.device)
 
     def observe(self, batch: Batch, t: int) -> float:
@@ -130,7 +138,7 @@ class GEM(Method):
         records = self.select(batch, keep, t)
         with self.timer("memory_write"):
             for rec, y, idx in zip(records, batch.y[keep].tolist(), batch.index[keep].tolist()):
-                self.fifo.add(rec, int(y), int(idx))
+                self.fifo.add(rec, int(y), int(idx), charge=self.record_charge(rec))
 
     def after_task(self, ctx: TaskContext) -> None:
         self.memories[ctx.t] = self.fifo.to_task_memory(

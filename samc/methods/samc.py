@@ -11,6 +11,19 @@ completion (§4.2):
   * line 12 — x' is stored sparsely, charged by its real encoded bytes (samc.memory);
   * line 15 — after the task, ξ takes a few early-stopped steps on (masked, ground-truth) pairs
               of the task's training set (Eq. 4.10; ``after_task``).
+
+Where the authors' public code (github.com/BaiTheBest/SAMC, model/samc.py) departs from this, a
+parameter reproduces it (default: the paper; issue 16):
+  * ``samc.completion = rule``      — Telea inpainting only, no autoencoder;
+  * ``samc.complete_at = storage``  — each memory completed once, when stored (here: at the end of
+                                      its task, by A_ξ as tuned until then), the dense completion kept;
+  * ``samc.saliency_target = predicted`` and ``samc.gradcam_mode = train`` — Grad-CAM on the arg-max
+                                      class with BatchNorm in train mode (batch statistics, running
+                                      statistics updated a second time), on every batch;
+  * ``samc.budget_charge = values`` — the budget charged C values per kept pixel, no index cost.
+Their admission of whole mini-batches (the task's first batch always admitted, the oldest images
+evicted until a batch fits) leaves the same memory as this per-image FIFO whenever one batch fits
+the budget: both keep the longest suffix of the stream that fits (tests/test_memory.py).
 """
 from __future__ import annotations
 
@@ -20,7 +33,7 @@ import numpy as np
 import torch
 
 from samc.inpaint import complete, finetune_ae
-from samc.memory import TaskMemory, encode, min_record_nbytes
+from samc.memory import TaskMemory, encode, min_record_nbytes, record_kept_count
 from samc.methods.base import Batch, TaskContext
 from samc.methods.gem import GEM
 from samc.models import InpaintAE
@@ -38,6 +51,7 @@ class SAMC(GEM):
         self.ae_generator = torch.Generator().manual_seed(self.cfg.train.seed + 104729)
         self.mask_generator = torch.Generator().manual_seed(self.cfg.train.seed + 7919)   # samc.mask=random
         self.ae_history: list[dict[str, float]] = []
+        self.completed: dict[int, torch.Tensor] = {}       # samc.complete_at = storage: M̃_k, kept dense
 
     def mu(self) -> float:
         return float(self.cfg.samc.mu)
@@ -45,17 +59,33 @@ class SAMC(GEM):
     def min_record_nbytes(self, shape: tuple[int, int, int]) -> int:
         # A normalised saliency map reaches 1 somewhere, so for μ < 1 at least one pixel is kept;
         # samc.memory proves the smallest sparse record such an image can have.
-        return min_record_nbytes(shape, "sparse", 1 if self.cfg.samc.mu < 1.0 else 0)
+        min_kept = 1 if self.cfg.samc.mu < 1.0 else 0
+        if self.cfg.samc.budget_charge == "values":
+            return max(1, shape[0] * min_kept)
+        return min_record_nbytes(shape, "sparse", min_kept)
 
-    def masks(self, x: torch.Tensor, y: torch.Tensor, t: int) -> np.ndarray:
+    def record_charge(self, record: bytes) -> int | None:
+        """``samc.budget_charge = values``: C values per kept pixel (the authors' count), else bytes."""
+        if self.cfg.samc.budget_charge != "values":
+            return None
+        shape = tuple(self.fifo_shape)
+        return shape[0] * record_kept_count(record, shape, "sparse")
+
+    def masks(self, x: torch.Tensor, y: torch.Tensor, t: int, train_mode: bool = False) -> np.ndarray:
         """Eq. 4.4 for a batch: bool (B, H, W), True where the pixel is kept (``samc.mask`` other
         than saliency: as many pixels per image, at random or the least salient)."""
         with self.timer("gradcam"):
-            sal = grad_cam(self.model, x, t, y, target=self.cfg.samc.saliency_target)
+            sal = grad_cam(self.model, x, t, y, target=self.cfg.samc.saliency_target, train_mode=train_mode)
             return matched_mask(sal, self.cfg.samc.mu, self.cfg.samc.mask, self.mask_generator).cpu().numpy()
 
+    def before_task(self, ctx: TaskContext) -> None:
+        self.fifo_shape = tuple(ctx.task.x_train.shape[1:])
+        super().before_task(ctx)
+        if self.cfg.samc.gradcam_mode == "train":
+            self.window_start = 0       # the authors' code takes Grad-CAM (and its BatchNorm pass) of every batch
+
     def select(self, batch: Batch, keep: slice, t: int) -> list[bytes]:
-        masks = self.masks(batch.x[keep], batch.y[keep], t)
+        masks = self.masks(batch.x[keep], batch.y[keep], t, train_mode=self.cfg.samc.gradcam_mode == "train")
         with self.timer("encode"):
             return [encode(img, m, "sparse") for img, m in zip(batch.raw[keep], masks)]
 
@@ -65,9 +95,17 @@ class SAMC(GEM):
             return complete(images, masks, self.cfg.samc.completion, rule=self.cfg.samc.rule,
                             ae=self.ae, device=self.device)
 
+    def memory_inputs(self, k: int) -> torch.Tensor:
+        if self.cfg.samc.complete_at == "storage":
+            return self.completed[k]
+        return self.restore(self.memories[k])
+
     def after_task(self, ctx: TaskContext) -> None:
         super().after_task(ctx)
         sc = self.cfg.samc
+        if sc.complete_at == "storage" and len(self.memories[ctx.t]):
+            with self.timer("completion"):          # once, by A_ξ as it is when the memory is stored
+                self.completed[ctx.t] = self.restore(self.memories[ctx.t]).cpu()
         if sc.completion not in ("ae", "rule+ae") or sc.ae_steps == 0:
             return
         with self.timer("autoencoder"):
@@ -94,6 +132,7 @@ class SAMC(GEM):
         state["ae_generator"] = self.ae_generator.get_state()
         state["mask_generator"] = self.mask_generator.get_state()
         state["ae_history"] = self.ae_history
+        state["completed"] = {str(k): v for k, v in self.completed.items()}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -102,3 +141,4 @@ class SAMC(GEM):
         self.ae_generator.set_state(state["ae_generator"])
         self.mask_generator.set_state(state["mask_generator"])
         self.ae_history = list(state["ae_history"])
+        self.completed = {int(k): v for k, v in state.get("completed", {}).items()}
