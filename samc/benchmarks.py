@@ -15,6 +15,8 @@ several artifacts (SAMC, seed 0, default μ: Tables 1-4) has one canonical name 
     figure2  ACC vs memory per task, GEM and SAMC                          (Figure 2)
     attribution  what SAMC's gain is made of: GEM with more images, SAMC with random or
                  inverted masks, predicted-class Grad-CAM, BatchNorm variants, μ (``attribution``)
+    gap      the authors' code's departures from the paper, each alone and all together, paired
+             by seed with our default SAMC and our GEM (95% intervals; ``gap``)
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ ARTIFACTS: dict[str, tuple[str, ...]] = {        # artifact -> the files it writ
     "figure5": ("figure5.png", "figure5.csv"),
     "figure2": ("figure2.png", "figure2.csv"),
     "attribution": ("attribution.md", "attribution.csv"),
+    "gap": ("gap.md", "gap.csv"),
 }
 # the overrides that name themselves in a run's name (make_run); any other override needs a tag
 _SWEPT = ("samc.completion", "samc.mu", "memory.images_per_task")
@@ -130,6 +133,8 @@ def artifact_runs(cfg: Config, benchmark: str, artifact: str) -> list[Run]:
         return [make_run(cfg, benchmark, m, s, memory=n) for m in ("gem", "samc") for n in b.memory for s in seeds]
     if artifact == "attribution":
         return [r for row in b.attribution for r in attribution_row_runs(cfg, benchmark, row)]
+    if artifact == "gap":
+        return [r for row in b.gap for r in attribution_row_runs(cfg, benchmark, row)]
     raise ConfigError(f"unknown artifact {artifact!r}; known: {', '.join(ARTIFACTS)}")
 
 

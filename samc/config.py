@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,7 @@ class BenchmarkConfig:
     mu: list[float]                        # Table 4, Figure 5
     memory: list[int]                      # Figure 2 (memory.images_per_task)
     attribution: list[dict[str, Any]]      # attribution ablations: {row, method, tag?, set}
+    gap: list[dict[str, Any]] = field(default_factory=list)   # the gap to the authors' code: rows + ref
 
 
 @dataclass(frozen=True)

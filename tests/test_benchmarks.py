@@ -169,6 +169,38 @@ def test_attribution_table_renders_one_row_per_entry(cfg, tmp_path):
     assert rows[0]["projected %"] == "25.0 ± 0.0"
 
 
+def test_gap_table_pairs_every_row_with_our_samc_and_gem(cfg, tmp_path):
+    from samc.stats import paired_difference
+
+    rng = np.random.default_rng(2)
+    runs = benchmarks.artifact_runs(cfg, "split-cifar10", "gap")
+    offset = {"gem": 0.0, "samc": -1.0, "samc-rule": 1.0}
+    results = {}
+    for r in runs:
+        base = r.name.rsplit("-s", 1)[0]
+        results[r.name] = _fake_metrics(rng, 5, [70.0 + offset.get(base, 3.0) + (r.seed % 2) * (base == "samc")] * 5,
+                                        [10] * 4 + [0])
+    write_artifact(cfg, "split-cifar10", "gap", runs, results, tmp_path)
+    rows = list(csv.DictReader((tmp_path / "gap.csv").open()))
+    spec_rows = cfg.benchmarks["split-cifar10"].gap
+    assert [r["row"] for r in rows] == [g["row"] for g in spec_rows] and all(r["seeds"] == "0 1 2 3 4" for r in rows)
+    acc = lambda name: [results[f"{name}-s{s}"]["acc"] for s in range(5)]   # noqa: E731
+    want = paired_difference(acc("samc-rule"), acc("samc"))
+    assert rows[2]["ΔACC vs our SAMC [95% CI]"] == f"{want} (n=5)"
+    assert rows[2]["ΔACC vs our GEM [95% CI]"] == "+1.00 [+1.00, +1.00] (n=5)"
+    assert rows[0]["ΔACC vs our GEM [95% CI]"] == "—" and rows[1]["ΔACC vs our SAMC [95% CI]"] == "—"
+    def forgetting(name):          # best accuracy before the last task minus the final one, first 4 tasks
+        R = np.array(results[name]["accuracy_matrix"])
+        return np.mean([R[j:4, j].max() - R[4, j] for j in range(4)])
+    f = [forgetting(f"gem-s{s}") for s in range(5)]
+    assert rows[0]["forgetting"] == f"{np.mean(f):.2f} ± {np.std(f, ddof=1):.2f}" and min(f) >= 0
+    # a partial table (samc table --partial) pairs over the seeds both rows have
+    del results["samc-rule-s4"]
+    write_artifact(cfg, "split-cifar10", "gap", [r for r in runs if r.name in results], results, tmp_path)
+    rows = list(csv.DictReader((tmp_path / "gap.csv").open()))
+    assert rows[2]["seeds"] == "0 1 2 3" and rows[2]["ΔACC vs our SAMC [95% CI]"].endswith("(n=4)")
+
+
 @pytest.mark.slow
 def test_quick_benchmark_regenerates_every_table_and_figure_through_snakemake(tmp_path):
     """Every method runs two tasks through the pipeline, and every artifact is written from them."""
@@ -195,6 +227,9 @@ def test_quick_benchmark_regenerates_every_table_and_figure_through_snakemake(tm
     attr = list(csv.DictReader((out / "attribution.csv").open()))
     assert [r["overrides"] for r in attr] == ["—", "samc.mask=random", "samc.mask=inverted"]
     assert all(r["seeds"] == "0 1" and " ± " in r["ACC"] for r in attr)
+    gap = list(csv.DictReader((out / "gap.csv").open()))
+    assert [r["row"] for r in gap] == ["GEM", "SAMC (ours, default)", "SAMC, the authors' settings"]
+    assert gap[2]["ΔACC vs our SAMC [95% CI]"].endswith("(n=2)")
     random_cfg = config.load(project / "params.yaml").with_overrides(
         benchmarks.find_run(cfg, "quick/samc-mask_random-s0").overrides)
     assert random_cfg.samc.mask == "random"
