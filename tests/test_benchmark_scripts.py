@@ -1,5 +1,6 @@
 """The measurement scripts in benchmarks/ run end to end on a tiny shapes stream (their numbers are
 measured by running them, not here): each prints the table it promises."""
+import json
 import re
 import subprocess
 import sys
@@ -44,3 +45,20 @@ def test_bench_speed_prints_every_table(tmp_path):
     assert whole, out.stdout
     shares = [float(v) for v in whole.group(2).split()]
     assert abs(sum(shares) - 100) < 0.5 and shares[0] > 0 and shares[1] > 0      # memory grads, train step
+
+
+def test_device_runs_runs_an_artifact_in_parallel_and_collects_its_results(tmp_path):
+    """The lease driver on the quick benchmark's gap runs (CPU): results come back, ready for `samc table`."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_runs.py"), "--benchmark", "quick",
+                          "--runs", "gem-s0", "finetune-s1", "--parallel", "2", "--out", str(tmp_path / "out"),
+                          "--set", "train.device=cpu", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("gem-s0", "finetune-s1"):
+        metrics = json.loads((tmp_path / "out" / "results" / "quick" / name / "metrics.json").read_text())
+        assert len(metrics["accuracy_matrix"]) == 2 and metrics["experiment"] == f"quick/{name}"
+        assert (tmp_path / "runs" / "quick" / name / "task_2" / "metrics.json").is_file()   # not the checkout's runs/
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_runs.py"), "--benchmark", "quick",
+                          "--runs", "gem-s0", "--out", str(tmp_path / "x"), "--set", "samc.mu=0.3"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and "samc.mu=0.3" in bad.stderr
