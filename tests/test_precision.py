@@ -47,10 +47,10 @@ def test_channels_last_auto_is_on_for_bf16_and_on_the_cpu_off_for_fp32_on_cuda(m
         tiny_config("train.channels_last=fast")
 
 
-def test_fp32_channels_last_is_as_close_to_float64_gradients_as_contiguous():
-    """The layout only reorders float32 sums: its gradients are no further from a float64 reference
-    than the contiguous layout's (both are ~1e-2 off at this random initialisation: BatchNorm over a
-    small batch amplifies float32 rounding)."""
+def test_fp32_channels_last_computes_the_float64_gradients_to_float32_rounding():
+    """The layout only reorders float32 sums. In eval mode (well conditioned) both layouts' gradients
+    are within 1e-5 of a float64 reference; in train mode BatchNorm over a batch of 10 at this random
+    initialisation amplifies float32 rounding to ~1e-3 in either layout, which says nothing of it."""
     torch.manual_seed(0)
     ref = ResNet18(2, 2)
     nets = {"contiguous": ResNet18(2, 2), "channels_last": Precision("fp32", "cpu", True).prepare(ResNet18(2, 2)),
@@ -58,12 +58,13 @@ def test_fp32_channels_last_is_as_close_to_float64_gradients_as_contiguous():
     x, y = torch.rand(10, 3, 32, 32), torch.randint(0, 2, (10,))
     for name, m in nets.items():
         m.load_state_dict(ref.state_dict())
+        m.eval()
         F.cross_entropy(m(x.double() if name == "float64" else x, 0), y).backward()
     assert nets["channels_last"].conv1.weight.is_contiguous(memory_format=torch.channels_last)
     flat = {k: torch.cat([p.grad.double().reshape(-1) for p in m.parameters() if p.grad is not None])
             for k, m in nets.items()}
     err = {k: float((flat[k] - flat["float64"]).norm() / flat["float64"].norm()) for k in ("contiguous", "channels_last")}
-    assert err["channels_last"] <= 2 * err["contiguous"] + 1e-6, err
+    assert max(err.values()) < 1e-5, err
 
 
 def test_bf16_autocast_keeps_float32_weights_and_gradients():
