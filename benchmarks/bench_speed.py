@@ -4,7 +4,8 @@
      AVX-512-BF16);
   2. ms of one plain SGD step and of one GEM step with 1, 4 and 19 past tasks (10 memories each;
      exact constraint, memory.constraint_sample = 1, and G's rows from the batched torch.func pass),
-     in both fp32 layouts; each GEM step per memory image relative to a plain step per image;
+     in both fp32 layouts, interleaved (one load for what is compared); each GEM step per memory
+     image relative to a plain step per image;
   3. GEM's projection: chunked float32 products (samc.gem.project) vs a float64 copy of G;
   4. where a GEM step's CPU time goes: convolutions, BatchNorm, gradient copies, optimizer, other;
   5. with --runs: the per-phase split and wall time of whole runs, read from their metrics.json
@@ -32,17 +33,25 @@ from samc.precision import Precision, fast_bf16
 
 
 def median_ms(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+    return interleaved_ms({"fn": fn}, repeats, warmup)["fn"]
+
+
+def interleaved_ms(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median ms of each function, the functions called in turn within each repeat: what is compared
+    is measured under the same load (a shared machine's load drifts over minutes)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
-def forward_backward_ms(batch: int, p: Precision, repeats: int) -> float:
+def forward_backward(batch: int, p: Precision) -> Callable[[], None]:
     torch.manual_seed(0)
     model = p.prepare(ResNet18(5, 2))
     x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 2, (batch,))
@@ -52,11 +61,10 @@ def forward_backward_ms(batch: int, p: Precision, repeats: int) -> float:
         with p.autocast():
             loss = F.cross_entropy(model(x, 0), y)
         loss.backward()
-    return median_ms(step, repeats)
+    return step
 
 
-def gem_step_ms(past: int, p: Precision, sample: int | None, repeats: int, batched: bool = False,
-                warmup: int = 2) -> float:
+def gem_step(past: int, p: Precision, sample: int | None = None, batched: bool = False) -> Callable[[], None]:
     """One GEM step as samc.methods.gem takes it: memory gradients (the per-task loop, or the
     batched torch.func pass), batch gradient, QP, SGD. ``past = 0`` is a plain SGD step."""
     torch.manual_seed(0)
@@ -85,16 +93,18 @@ def gem_step_ms(past: int, p: Precision, sample: int | None, repeats: int, batch
             if violated(g, G):
                 buf.load(project(g, G, 0.5))
         opt.step()
-    return median_ms(step, repeats, warmup)
+    return step
 
 
 def profile_split(past: int, p: Precision, repeats: int) -> dict[str, float]:
     """Section 4: where one GEM step's CPU time goes, by operator family (torch.profiler, self time)."""
     families = {"convolution": ("convolution", "conv2d"), "batch norm": ("batch_norm",),
                 "gradient copies": ("copy_", "zero_", "zeros", "fill_"), "optimizer": ("sgd", "_foreach")}
-    gem_step_ms(past, p, None, 1)                       # warm-up (oneDNN primitives)
+    step = gem_step(past, p)
+    step()                                              # warm-up (oneDNN primitives)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        gem_step_ms(past, p, None, repeats, warmup=0)
+        for _ in range(repeats):
+            step()
     split = dict.fromkeys([*families, "other"], 0.0)
     for ev in prof.key_averages():
         name = ev.key.lower()
@@ -146,27 +156,31 @@ def main() -> None:
 
 
 def steps(args: argparse.Namespace, fp32: Precision, fp32_cl: Precision, bf16: Precision) -> None:
-    print(f"\n1. forward+backward, ms (median of {args.repeats})")
+    label = {id(fp32): "fp32", id(fp32_cl): "fp32+CL", id(bf16): "bf16+CL"}
+    print(f"\n1. forward+backward, ms (median of {args.repeats}, the three interleaved)")
     print(f"{'batch':>5} {'fp32':>8} {'fp32+CL':>8} {'bf16+CL':>8} {'CL/fp32':>8} {'bf16/fp32':>10}")
     for batch in (10, 53):
-        a, c, b = (forward_backward_ms(batch, p, args.repeats) for p in (fp32, fp32_cl, bf16))
+        ms = interleaved_ms({label[id(p)]: forward_backward(batch, p) for p in (fp32, fp32_cl, bf16)}, args.repeats)
+        a, c, b = ms["fp32"], ms["fp32+CL"], ms["bf16+CL"]
         print(f"{batch:5d} {a:8.1f} {c:8.1f} {b:8.1f} {c / a:8.2f} {b / a:10.2f}")
 
     layouts = [fp32, fp32_cl, bf16] if args.bf16_steps else [fp32, fp32_cl]
-    print(f"\n2. one training step, ms (median of {args.repeats}); per image = step / (10 + 10 K) images,"
-          " relative to a plain step's 10")
-    print(f"{'layout':>9} {'step':>26} {'ms':>9} {'x plain':>8} {'per image x plain':>18}")
-    for p in layouts:
-        label = p.name + ("+CL" if p.channels_last else "")
-        plain = gem_step_ms(0, p, None, args.repeats)
-        print(f"{label:>9} {'plain SGD':>26} {plain:9.1f} {1.0:8.2f} {1.0:18.2f}")
-        for k in args.past:
-            for sample, batched in ((None, False), (1, False), (None, True)):
-                ms = gem_step_ms(k, p, sample, args.repeats, batched)
-                n_img = 10 + k * (10 if sample is None else sample)
-                name = f"GEM K={k} " + ("batched" if batched else "exact" if sample is None else f"sample {sample}")
-                print(f"{label:>9} {name:>26} {ms:9.1f} {ms / plain:8.2f} {(ms / n_img) / (plain / 10):18.2f}")
-
+    print(f"\n2. one training step, ms (median of {args.repeats}; for each K every row interleaved); per image ="
+          " step / (10 + 10 K) images, relative to a plain step's 10; CL/fp32: the same step in both layouts")
+    print(f"{'layout':>9} {'step':>26} {'ms':>9} {'x plain':>8} {'per image x plain':>18} {'CL/fp32':>8}")
+    variants = {"exact": (None, False), "sample 1": (1, False), "batched": (None, True)}
+    for k in args.past:
+        fns = {}
+        for p in layouts:
+            fns[(label[id(p)], "plain SGD")] = gem_step(0, p)
+            for name, (sample, batched) in variants.items():
+                fns[(label[id(p)], f"GEM K={k} {name}")] = gem_step(k, p, sample, batched)
+        ms = interleaved_ms(fns, args.repeats)
+        for (lay, name), v in ms.items():
+            plain = ms[(lay, "plain SGD")]
+            n_img = 10 if name == "plain SGD" else 10 + k * (1 if "sample 1" in name else 10)
+            ratio = f"{v / ms[('fp32', name)]:8.2f}" if lay == "fp32+CL" else f"{'':>8}"
+            print(f"{lay:>9} {name:>26} {v:9.1f} {v / plain:8.2f} {(v / n_img) / (plain / 10):18.2f} {ratio}")
     print("\n3. GEM's projection (1.1 M parameters), ms")
     print(f"{'K':>3} {'float32 chunked':>16} {'float64 copy':>13} {'rel. diff':>10}")
     model = ResNet18(20, 2)

@@ -67,9 +67,9 @@ def test_saliency_window_gives_the_per_batch_memory(tmp_path, tasks, monkeypatch
     calls = []
     orig = SAMC.masks
 
-    def counting(self, x, y, t):
+    def counting(self, x, y, t, **kwargs):
         calls.append(len(x))
-        return orig(self, x, y, t)
+        return orig(self, x, y, t, **kwargs)
 
     monkeypatch.setattr(SAMC, "min_record_nbytes", lambda self, shape: 1)  # window = whole stream
     monkeypatch.setattr(SAMC, "masks", counting)
