@@ -139,6 +139,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed calls of each function first")
     ap.add_argument("--past", type=int, nargs="+", default=[1, 4, 19])
     ap.add_argument("--bf16-steps", action="store_true", help="GEM steps in bf16 too")
     ap.add_argument("--skip-steps", action="store_true", help="only section 5 (needs --runs)")
@@ -160,7 +161,8 @@ def steps(args: argparse.Namespace, fp32: Precision, fp32_cl: Precision, bf16: P
     print(f"\n1. forward+backward, ms (median of {args.repeats}, the three interleaved)")
     print(f"{'batch':>5} {'fp32':>8} {'fp32+CL':>8} {'bf16+CL':>8} {'CL/fp32':>8} {'bf16/fp32':>10}")
     for batch in (10, 53):
-        ms = interleaved_ms({label[id(p)]: forward_backward(batch, p) for p in (fp32, fp32_cl, bf16)}, args.repeats)
+        ms = interleaved_ms({label[id(p)]: forward_backward(batch, p) for p in (fp32, fp32_cl, bf16)}, args.repeats,
+                            args.warmup)
         a, c, b = ms["fp32"], ms["fp32+CL"], ms["bf16+CL"]
         print(f"{batch:5d} {a:8.1f} {c:8.1f} {b:8.1f} {c / a:8.2f} {b / a:10.2f}")
 
@@ -175,7 +177,7 @@ def steps(args: argparse.Namespace, fp32: Precision, fp32_cl: Precision, bf16: P
             fns[(label[id(p)], "plain SGD")] = gem_step(0, p)
             for name, (sample, batched) in variants.items():
                 fns[(label[id(p)], f"GEM K={k} {name}")] = gem_step(k, p, sample, batched)
-        ms = interleaved_ms(fns, args.repeats)
+        ms = interleaved_ms(fns, args.repeats, args.warmup)
         for (lay, name), v in ms.items():
             plain = ms[(lay, "plain SGD")]
             n_img = 10 if name == "plain SGD" else 10 + k * (1 if "sample 1" in name else 10)
@@ -189,8 +191,8 @@ def steps(args: argparse.Namespace, fp32: Precision, fp32_cl: Precision, bf16: P
         torch.manual_seed(k)
         G = torch.randn(k, n)
         g = torch.randn(n) - 0.3 * G.sum(0)
-        a = median_ms(lambda: project(g, G, 0.5), args.repeats)
-        b = median_ms(lambda: project_float64(g, G, 0.5), args.repeats)
+        a = median_ms(lambda: project(g, G, 0.5), args.repeats, args.warmup)
+        b = median_ms(lambda: project_float64(g, G, 0.5), args.repeats, args.warmup)
         z, ref = project(g, G, 0.5).double(), project_float64(g, G, 0.5).double()
         print(f"{k:3d} {a:16.1f} {b:13.1f} {float((z - ref).norm() / ref.norm()):10.1e}")
 
