@@ -6,7 +6,8 @@ GEM forbids steps that increase the memory's loss, as a stand-in for the past ta
 stand-in is only as good as cos(g_memory, g_task). The script learns task 1 (1 epoch, batch 10,
 lr 0.1), fine-tunes SAMC's autoencoder on task-1 pairs for each masking, stores memories exactly as
 SAMC does (Grad-CAM on the true label with the task-1 model, our sparse encoding, as many images as
-fit the budget of ``--budget`` raw images), then trains task 2 (1 epoch, no constraint: the drifted
+fit the budget of ``--budget`` raw images; two rows take the SAMC authors' code's choices instead:
+Telea only, and all of them -- predicted class, train-mode Grad-CAM, Telea only, 3 values per kept pixel), then trains task 2 (1 epoch, no constraint: the drifted
 model GEM would have to protect task 1 against) and measures, over ``--draws`` random memories
 drawn from task 1's training images: the cosine between the memory's gradient and the gradient of
 task 1's test loss (task-1 head, eval mode), the completion error, and the task-1 model's accuracy
@@ -61,10 +62,17 @@ def flat_grad(model: ResNet18, x: torch.Tensor, y: torch.Tensor, t: int, chunk: 
 
 
 def masks_for(model: ResNet18, images: np.ndarray, labels: np.ndarray, t: int, mu: float, kind: str,
-              gen: torch.Generator) -> np.ndarray:
+              gen: torch.Generator, authors: bool = False) -> np.ndarray:
+    """Eq. 4.4's masks; ``authors``: Grad-CAM as the authors' code takes it (predicted class, BatchNorm
+    in train mode on batches of 10, on a copy of the model so its statistics stay the task-1 model's)."""
     x = torch.from_numpy(images).float().div_(255.0)
-    sal = torch.cat([grad_cam(model, x[i:i + 200], t, torch.from_numpy(labels[i:i + 200]))
-                     for i in range(0, len(x), 200)])
+    if authors:
+        cam_model, step = copy.deepcopy(model), 10
+        sal = torch.cat([grad_cam(cam_model, x[i:i + step], t, target="predicted", train_mode=True)
+                         for i in range(0, len(x), step)])
+    else:
+        sal = torch.cat([grad_cam(model, x[i:i + 200], t, torch.from_numpy(labels[i:i + 200]))
+                         for i in range(0, len(x), 200)])
     return matched_mask(sal, mu, kind, gen).numpy()
 
 
@@ -99,20 +107,30 @@ def main() -> None:
              acc2, float(g_task.norm()), time.perf_counter() - t0)
 
     budget = args.budget * t1.x_train[0].size
-    # (row, mu, mask); mu None = dense images: the budget's count, or (last) as many as SAMC stores at
-    # mu 0.6 -- the upper bound of "more images"
-    variants = [("GEM, dense", None, "budget"), ("SAMC mu 0.4", 0.4, "saliency"), ("SAMC mu 0.6", 0.6, "saliency"),
-                ("SAMC mu 0.6, random mask", 0.6, "random"), ("SAMC mu 0.6, inverted mask", 0.6, "inverted"),
-                ("SAMC mu 0.8", 0.8, "saliency"), ("GEM, dense, SAMC's count", None, "SAMC mu 0.6")]
+    # (row, mu, mask, SAMC variant); mu None = dense images: the budget's count, or (last) as many as SAMC
+    # stores at mu 0.6 -- the upper bound of "more images". Variants (issue 16): "ours" (Grad-CAM on
+    # the label in eval mode, Telea + autoencoder, real bytes), "telea" (Telea only), "authors"
+    # (predicted class, train-mode Grad-CAM, Telea only, 3 values per kept pixel)
+    variants = [("GEM, dense", None, "budget", None), ("SAMC mu 0.4", 0.4, "saliency", "ours"),
+                ("SAMC mu 0.6", 0.6, "saliency", "ours"), ("SAMC mu 0.6, random mask", 0.6, "random", "ours"),
+                ("SAMC mu 0.6, inverted mask", 0.6, "inverted", "ours"), ("SAMC mu 0.8", 0.8, "saliency", "ours"),
+                ("SAMC mu 0.6, Telea only", 0.6, "saliency", "telea"),
+                ("SAMC mu 0.6, authors' settings", 0.6, "saliency", "authors"),
+                ("GEM, dense, SAMC's count", None, "SAMC mu 0.6", None)]
     pool = torch.randperm(len(t1.y_train), generator=gen).numpy()[:3000]   # memories are drawn from these
     k = min(args.ae_pairs, len(pool) // 2)  # the first k of the pool: the AE's pairs, never a memory
     rows = {}
-    for name, mu, kind in variants:
+    for name, mu, kind, variant in variants:
         if mu is not None:
-            masks = masks_for(model1, t1.x_train[pool], t1.y_train[pool], 0, mu, kind, gen)
+            masks = masks_for(model1, t1.x_train[pool], t1.y_train[pool], 0, mu, kind, gen, variant == "authors")
+            completion = "rule+ae" if variant == "ours" else "rule"
             ae = InpaintAE(t1.x_train.shape[1])
-            finetune_ae(ae, t1.x_train[pool[:k]], masks[:k], steps=args.ae_steps, generator=gen)
-            sizes = np.array([len(encode(img, m, "sparse")) for img, m in zip(t1.x_train[pool], masks)])
+            if completion == "rule+ae":
+                finetune_ae(ae, t1.x_train[pool[:k]], masks[:k], steps=args.ae_steps, generator=gen)
+            if variant == "authors":              # C values per kept pixel, no index (their budget)
+                sizes = t1.x_train.shape[1] * masks.reshape(len(masks), -1).sum(1)
+            else:
+                sizes = np.array([len(encode(img, m, "sparse")) for img, m in zip(t1.x_train[pool], masks)])
         cos, cos_n, counts, mse, acc = [], [], [], [], []
         for d in range(args.draws):
             order = k + torch.randperm(len(pool) - k, generator=gen).numpy()
@@ -123,7 +141,7 @@ def main() -> None:
             pick = order[:n]
             images, labels = t1.x_train[pool[pick]], torch.from_numpy(t1.y_train[pool[pick]])
             dense = torch.from_numpy(images).float().div_(255.0)
-            x = dense if mu is None else complete(images, masks[pick], "rule+ae", ae=ae)
+            x = dense if mu is None else complete(images, masks[pick], completion, ae=ae)
             with torch.no_grad():
                 model1.eval()
                 acc.append(float((model1(x, 0).argmax(1) == labels).float().mean()) * 100)

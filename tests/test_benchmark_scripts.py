@@ -23,7 +23,8 @@ def test_memory_fidelity_prints_one_row_per_memory(tmp_path):
         if m:
             rows[m.group(1).strip()] = (float(m.group(2)), float(m.group(3)))
     assert set(rows) == {"GEM, dense", "GEM, dense, SAMC's count", "SAMC mu 0.4", "SAMC mu 0.6",
-                         "SAMC mu 0.6, random mask", "SAMC mu 0.6, inverted mask", "SAMC mu 0.8"}, out.stdout
+                         "SAMC mu 0.6, random mask", "SAMC mu 0.6, inverted mask", "SAMC mu 0.8",
+                         "SAMC mu 0.6, Telea only", "SAMC mu 0.6, authors' settings"}, out.stdout
     assert rows["GEM, dense"][0] == 4.0                      # the budget, in dense images
     assert rows["SAMC mu 0.8"][0] >= rows["SAMC mu 0.4"][0] and rows["SAMC mu 0.8"][0] > 4.0   # sparser: more fit
     assert all(-1.0 <= cos <= 1.0 for _, cos in rows.values())
