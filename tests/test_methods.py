@@ -187,3 +187,18 @@ def test_constrained_methods_count_their_projected_steps(tmp_path, method):
     assert rows[0]["method_stats"] == {"constrained_steps": 0, "projected_steps": 0}
     s = rows[1]["method_stats"]
     assert s["constrained_steps"] == rows[1]["steps"] and 0 <= s["projected_steps"] <= s["constrained_steps"]
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_a_channels_last_model_and_keeps_its_layout(tasks, name):
+    """train.channels_last (the CPU default) reaches every method: two tasks of a few steps each run,
+    and the weights stay channels_last (MER once lost it, and failed, through a flat parameter vector)."""
+    from samc.train import Learner
+
+    learner = Learner.create(tiny_config("dataset.n_tasks=2", f"train.method={name}", "train.channels_last=true",
+                                         "samc.ae_steps=2", "samc.ae_pairs=8", "baselines.ewc_fisher_samples=4"))
+    m = learner.method
+    for t in (0, 1):
+        _run_task(m, tasks, t, steps=2)
+    assert learner.model.conv1.weight.is_contiguous(memory_format=torch.channels_last), name
+    assert all(torch.isfinite(p).all() for p in learner.model.parameters())

@@ -14,7 +14,6 @@ Reptile terms that align gradients across samples need s > 1 (set ``baselines.me
 from __future__ import annotations
 
 import torch
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from samc.methods.base import Batch
 from samc.methods.er import ER
@@ -28,16 +27,24 @@ class MER(ER):
         b = self.cfg.baselines
         params = list(self.model.parameters())
         with self.timer("train_step"):
-            with torch.no_grad():
-                theta_a = parameters_to_vector(params).clone()
+            theta_a = _snapshot(params)
             losses = []
             for _ in range(b.mer_batches):
-                with torch.no_grad():
-                    theta_w = parameters_to_vector(params).clone()
+                theta_w = _snapshot(params)
                 losses.append(self.replay_step(batch, t))
-                with torch.no_grad():
-                    vector_to_parameters(theta_w + b.mer_beta * (parameters_to_vector(params) - theta_w), params)
-            with torch.no_grad():
-                vector_to_parameters(theta_a + b.mer_gamma * (parameters_to_vector(params) - theta_a), params)
+                _interpolate(params, theta_w, b.mer_beta)
+            _interpolate(params, theta_a, b.mer_gamma)
         self.remember(batch, t)
         return losses[0]
+
+
+def _snapshot(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    """θ, one tensor per parameter (each in its parameter's memory format: channels_last stays)."""
+    return [p.detach().clone() for p in params]
+
+
+@torch.no_grad()
+def _interpolate(params: list[torch.nn.Parameter], start: list[torch.Tensor], rate: float) -> None:
+    """θ ← θ_start + rate · (θ − θ_start), in place (the Reptile steps above)."""
+    for p, s in zip(params, start):
+        p.copy_(s + rate * (p - s))
