@@ -246,7 +246,7 @@ def gap(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -
         if not seeds:
             return "—"
         d = paired_difference([got[s]["acc"] for s in seeds], [other[s]["acc"] for s in seeds])
-        return f"{d} (n={d.n})"
+        return f"{d} (n={d.n})" if d.n > 1 else str(d)
 
     rows = []
     for i, (row, got) in enumerate(by_row, 1):
