@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from samc.compare import load_result
 from samc.gem import GradBuffer, memory_gradients_batched, memory_gradients_loop, project, project_float64, violated
 from samc.models import ResNet18
 from samc.precision import Precision, fast_bf16
@@ -121,13 +121,10 @@ def run_phases(folders: list[str]) -> None:
     print("\n5. whole runs (from their metrics.json): wall s, and % of it per phase")
     print(f"{'run':>24} {'tasks':>5} {'wall s':>8} " + " ".join(f"{ph[:7]:>7}" for ph in phases) + f" {'other':>7}")
     for folder in folders:
-        tasks = sorted(Path(folder).glob("task_*/metrics.json"), key=lambda m: int(m.parent.name.split("_")[1]))
-        if tasks:                                           # a run folder (runs/<experiment>)
-            rows = [json.loads(m.read_text())["timings"] for m in tasks]
-        elif (Path(folder) / "metrics.json").exists():      # a collected result (results/<benchmark>/<run>)
-            rows = json.loads((Path(folder) / "metrics.json").read_text())["timings"]
-        else:
-            raise SystemExit(f"--runs {folder}: neither task_*/metrics.json nor metrics.json there")
+        try:
+            rows = load_result(Path(folder))["timings"]     # a run folder or a collected result
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(f"--runs {exc}") from None
         total = sum(r["total"] for r in rows)
         split = {ph: sum(r.get(ph, 0.0) for r in rows) for ph in phases}
         other = total - sum(split.values())

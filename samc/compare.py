@@ -7,8 +7,6 @@ results' ``seed``, else the ``-s<N>`` suffix of the folder's name).
 """
 from __future__ import annotations
 
-import csv
-import io as _io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Any
 
 from samc import io
 from samc.stats import paired_difference
+from samc.tables import csv_text, markdown_table
 from samc.train import collect
 
 
@@ -91,24 +90,11 @@ def compare(pairs: list[Pair], names: tuple[str, str] = ("A", "B")) -> tuple[lis
     return per_seed, summary
 
 
-def _table(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def write_comparison(out: Path, title: str, note: str, per_seed: list[dict], summary: list[dict],
                      names: tuple[str, str] = ("A", "B")) -> None:
     """``<out>.md`` (summary, then per seed) and ``<out>.csv`` (per seed), written atomically."""
     md = f"# {title}\n\n{note}\n\n## Paired difference ({names[0]} − {names[1]}), 95% Student-t interval over seeds\n\n" \
-         f"{_table(summary)}\n\n## Per seed\n\n{_table(per_seed)}\n"
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(per_seed[0]))
-    writer.writeheader()
-    writer.writerows(per_seed)
+         f"{markdown_table(summary)}\n\n## Per seed\n\n{markdown_table(per_seed)}\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     io.write_text(out.with_suffix(".md"), md)
-    io.write_text(out.with_suffix(".csv"), buf.getvalue())
+    io.write_text(out.with_suffix(".csv"), csv_text(per_seed))

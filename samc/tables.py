@@ -56,7 +56,8 @@ def _groups(runs: list[Run], key: Callable[[Run], Any]) -> dict[Any, list[Run]]:
     return out
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Rows (dicts with the same keys) as CSV text, the keys as header."""
     buf = _io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -64,11 +65,16 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _markdown(title: str, note: str, rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows (dicts with the same keys) as a Markdown table, the keys as header."""
     cols = list(rows[0])
-    lines = [f"# {title}", "", note, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
+
+
+def _markdown(title: str, note: str, rows: list[dict[str, Any]]) -> str:
+    return f"# {title}\n\n{note}\n\n{markdown_table(rows)}\n"
 
 
 def _score_cols(res: list[dict[str, Any]]) -> dict[str, str]:
@@ -370,7 +376,7 @@ def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], 
                  "Trained on: " + "; ".join(f"{d} ({len(n)} runs)" for d, n in prov["devices"].items()) + "\n\n"
                  f"Runs ({len(runs)}; overrides of params.yaml in `{artifact}.json`): "
                  + ", ".join(r.name for r in runs) + "\n")
-        io.write_text(out / f"{artifact}.csv", _csv(rows))
+        io.write_text(out / f"{artifact}.csv", csv_text(rows))
         io.write_text(out / f"{artifact}.md", text)
         written = [out / f"{artifact}.md", out / f"{artifact}.csv"]
     else:
@@ -379,7 +385,7 @@ def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], 
             ax = fig.axes[0]
             ax.set_title(f"{ax.get_title()}\nPARTIAL: {len(runs)} of {len(runs) + len(missing)} runs", fontsize=9)
         save_png(fig, out / f"{artifact}.png")
-        io.write_text(out / f"{artifact}.csv", _csv(rows))
+        io.write_text(out / f"{artifact}.csv", csv_text(rows))
         written = [out / f"{artifact}.png", out / f"{artifact}.csv"]
     io.write_json(out / f"{artifact}.json", prov)
     return [*written, out / f"{artifact}.json"]

@@ -23,7 +23,7 @@ parameter reproduces it (default: the paper; issue 16):
   * ``samc.budget_charge = values`` — the budget charged C values per kept pixel, no index cost.
 Their admission of whole mini-batches (the task's first batch always admitted, the oldest images
 evicted until a batch fits) leaves the same memory as this per-image FIFO whenever one batch fits
-the budget: both keep the longest suffix of the stream that fits (tests/test_memory.py).
+the budget: both keep the longest suffix of the stream that fits (tests/test_samc_variants.py).
 """
 from __future__ import annotations
 
@@ -68,8 +68,7 @@ class SAMC(GEM):
         """``samc.budget_charge = values``: C values per kept pixel (the authors' count), else bytes."""
         if self.cfg.samc.budget_charge != "values":
             return None
-        shape = tuple(self.fifo_shape)
-        return shape[0] * record_kept_count(record, shape, "sparse")
+        return self.fifo_shape[0] * record_kept_count(record, self.fifo_shape, "sparse")
 
     def masks(self, x: torch.Tensor, y: torch.Tensor, t: int, train_mode: bool = False) -> np.ndarray:
         """Eq. 4.4 for a batch: bool (B, H, W), True where the pixel is kept (``samc.mask`` other
@@ -98,7 +97,7 @@ class SAMC(GEM):
     def memory_inputs(self, k: int) -> torch.Tensor:
         if self.cfg.samc.complete_at == "storage":
             return self.completed[k]
-        return self.restore(self.memories[k])
+        return super().memory_inputs(k)
 
     def after_task(self, ctx: TaskContext) -> None:
         super().after_task(ctx)
