@@ -16,10 +16,18 @@ from typing import Any
 import torch
 
 
+def _umask() -> int:
+    """The process's umask (read without a lasting change: os.umask only sets and returns)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())    # mkstemp makes 0600; the result gets open()'s usual mode
     os.close(fd)
     try:
         write(Path(tmp))
@@ -178,10 +186,13 @@ class RunLocked(RuntimeError):
 def run_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on ``run_dir`` (``<run_dir>/.samc.lock``, ``flock``) while writing
     into it: a second ``samc`` pointed at the same folder fails at once, naming it, instead of
-    interleaving writes. The lock goes with the process (a killed job leaves no stale lock)."""
+    interleaving writes. The lock goes with the process (a killed job leaves no stale lock). A
+    folder this call created and in which nothing but the lock was written (a run that failed
+    before its first output) is removed on the way out: a failed start leaves nothing behind."""
     import fcntl
 
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     fh = open(run_dir / ".samc.lock", "a+")
     try:
@@ -199,3 +210,9 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         fh.close()
+        if created and [p.name for p in run_dir.iterdir()] == [".samc.lock"]:
+            (run_dir / ".samc.lock").unlink(missing_ok=True)
+            try:
+                run_dir.rmdir()
+            except OSError:      # something appeared meanwhile: keep it
+                pass
