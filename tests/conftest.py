@@ -53,3 +53,11 @@ import sysconfig  # noqa: E402
 for _scripts in (os.path.join(site.getuserbase(), "bin"), sysconfig.get_path("scripts")):
     if os.path.isdir(_scripts) and _scripts not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = _scripts + os.pathsep + os.environ.get("PATH", "")
+
+
+@pytest.fixture(autouse=True)
+def _outside_the_checkout(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in an empty folder of its own: the commands' relative defaults (``data/prepared``,
+    ``runs/``, ``results/``, ``params.yaml``) never reach the user's checkout. Paths of the
+    repository itself are spelled ``tests.helpers.ROOT / ...``."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

@@ -4,10 +4,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
 from samc import cli, io
+from tests.helpers import ROOT
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
@@ -46,6 +48,12 @@ def test_a_run_that_fails_at_the_start_leaves_nothing(tmp_path, caplog, override
     out = tmp_path / "runs" / "r"
     sets = ["--set", "dataset.name=cifar10", "--set", override] if "root" in override else ["--set", override]
     with caplog.at_level(logging.ERROR, logger="samc"):
-        code = cli.main(["run", *sets, "--out", str(out), "--no-progress"])
+        code = cli.main(["run", "--params", str(ROOT / "params.yaml"), *sets, "--out", str(out), "--no-progress"])
     assert code == 2, caplog.text
     assert not out.exists() and not any((tmp_path / "runs").iterdir())
+
+
+def test_tests_run_outside_the_checkout():
+    """conftest's autouse fixture: a test's relative paths (data/prepared, runs/, results/) are its own."""
+    assert not Path.cwd().resolve().is_relative_to(ROOT.resolve())
+    assert not any(Path.cwd().iterdir())

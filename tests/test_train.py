@@ -1,5 +1,6 @@
 """The trainer: resume bit-for-bit, the saliency window, and the CLI end to end (tiny shapes)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,8 +166,10 @@ def test_device_selection_auto_falls_back_and_cuda_is_checked(monkeypatch, caplo
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(RuntimeError, match="train.device = 'cuda' but no CUDA device is available"):
         resolve_device("cuda")
-    assert cli.main(["run", "--set", "train.device=cuda", "--set", "dataset.n_tasks=2",
-                     "--set", "dataset.shapes_train_per_class=4", "--out", "/nonexistent-never-written"]) == 2
+    assert cli.main(["run", "--params", str(ROOT / "params.yaml"), "--set", "train.device=cuda",
+                     "--set", "dataset.n_tasks=2", "--set", "dataset.shapes_train_per_class=4",
+                     "--out", "never-written"]) == 2
+    assert not Path("never-written").exists()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto").type == "cuda" and resolve_device("cuda").type == "cuda"
 
