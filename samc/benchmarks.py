@@ -17,6 +17,8 @@ several artifacts (SAMC, seed 0, default μ: Tables 1-4) has one canonical name 
                  inverted masks, predicted-class Grad-CAM, BatchNorm variants, μ (``attribution``)
     gap      the authors' code's departures from the paper, each alone and all together, paired
              by seed with our default SAMC and our GEM (95% intervals; ``gap``)
+    codecs   replay methods x memory codecs at the same bytes: images/task, records and total
+             bytes, ACC, paired ΔACC against a reference row, and ACC vs images and bytes (``codecs``)
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ ARTIFACTS: dict[str, tuple[str, ...]] = {        # artifact -> the files it writ
     "figure2": ("figure2.png", "figure2.csv"),
     "attribution": ("attribution.md", "attribution.csv"),
     "gap": ("gap.md", "gap.csv"),
+    "codecs": ("codecs.md", "codecs.csv", "codecs.png"),
 }
 # the overrides that name themselves in a run's name (make_run); any other override needs a tag
 _SWEPT = ("samc.completion", "samc.mu", "memory.images_per_task")
@@ -135,6 +138,8 @@ def artifact_runs(cfg: Config, benchmark: str, artifact: str) -> list[Run]:
         return [r for row in b.attribution for r in attribution_row_runs(cfg, benchmark, row)]
     if artifact == "gap":
         return [r for row in b.gap for r in attribution_row_runs(cfg, benchmark, row)]
+    if artifact == "codecs":
+        return [r for row in b.codecs for r in attribution_row_runs(cfg, benchmark, row)]
     raise ConfigError(f"unknown artifact {artifact!r}; known: {', '.join(ARTIFACTS)}")
 
 

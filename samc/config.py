@@ -24,7 +24,8 @@ RUN_SECTIONS: tuple[str, ...] = ("dataset", "train", "memory", "samc", "baseline
 # that value they are left out of digests, so existing experiments keep their names and states
 NEUTRAL: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("train", "channels_last"): False,
                                        ("memory", "constraint_sample"): None, ("samc", "gradcam_mode"): "eval",
-                                       ("samc", "complete_at"): "task_start", ("samc", "budget_charge"): "bytes"}
+                                       ("samc", "complete_at"): "task_start", ("samc", "budget_charge"): "bytes",
+                                       ("memory", "codec"): "auto", ("memory", "budget_counts"): "records"}
 
 
 def effective_dataset(d: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +81,8 @@ class MemoryConfig:
     grad_mode: str
     update_bn: bool
     constraint_sample: int | None  # None: GEM's exact constraint; N: N images per past task per step
+    codec: str = "auto"            # samc.memory.codecs spec; auto = the method's own (samc: sparse, else raw)
+    budget_counts: str = "records"  # records | all (+ the autoencoder's parameters, amortised over tasks)
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class BenchmarkConfig:
     memory: list[int]                      # Figure 2 (memory.images_per_task)
     attribution: list[dict[str, Any]]      # attribution ablations: {row, method, tag?, set}
     gap: list[dict[str, Any]] = field(default_factory=list)   # the gap to the authors' code: rows + ref
+    codecs: list[dict[str, Any]] = field(default_factory=list)   # memory codecs at equal bytes: rows, ref, vs
 
 
 @dataclass(frozen=True)
@@ -216,8 +220,37 @@ def validate(raw: dict[str, Any], source: str = "params") -> None:
             )
         if ds.get("name") in ("imagefolder",) and not ds.get("root"):
             msgs.append("dataset.root is required for dataset.name = 'imagefolder'")
+        msgs.extend(_codec_errors(raw["train"]["method"], raw["memory"]["codec"]))
     if msgs:
         raise ConfigError(f"{source}: invalid parameters:\n  " + "\n  ".join(msgs))
+
+
+def _codec_errors(method: str, spec: str) -> list[str]:
+    """``memory.codec`` names a codec with valid parameters that ``train.method`` can store."""
+    from samc.memory import MemoryFormatError, get_codec
+    from samc.methods import METHODS
+
+    if spec == "auto":
+        return []
+    try:
+        codec = get_codec(spec)
+    except MemoryFormatError as exc:
+        return [f"memory.codec = {spec!r}: {exc}"]
+    cls = METHODS.get(method)
+    if cls is None or cls.default_codec is None:
+        return [f"memory.codec = {spec!r}: train.method = {method!r} keeps no codec-coded memory; "
+                f"leave memory.codec = auto (codecs apply to "
+                f"{', '.join(n for n, m in METHODS.items() if m.default_codec)})"]
+    if cls.saliency_codec_only and not codec.uses_saliency:
+        return [f"memory.codec = {spec!r}: train.method = {method!r} stores saliency-selected pixels; "
+                f"use a saliency codec ({', '.join(n for n, k in _codecs().items() if k.uses_saliency)}) "
+                f"or train.method = gem for a whole-image codec"]
+    return []
+
+
+def _codecs() -> dict[str, Any]:
+    from samc.memory import CODECS
+    return CODECS
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -142,6 +142,7 @@ def complete(
     ae: InpaintAE | None = None,
     device: torch.device | str = "cpu",
     batch_size: int = 256,
+    prefilled: bool = False,
 ) -> torch.Tensor:
     """Memory completion M̃ = A_ξ(R(COO⁻¹(M))) (Eq. 4.6), with kept pixels copied back (Lemma 2).
 
@@ -150,7 +151,9 @@ def complete(
     (``A_ξ(R(x'))``, SAMC). ``ae`` is required for the last two; it is moved to ``device``
     and run in eval mode under ``torch.no_grad()`` in chunks of ``batch_size``, and its previous
     train/eval mode is restored. Returns ``x̃ = m ⊙ x' + (1 - m) ⊙ fill`` as float32
-    ``(N, C, H, W)`` in ``[0, 1]`` on ``device``.
+    ``(N, C, H, W)`` in ``[0, 1]`` on ``device``. ``prefilled``: ``images`` already hold a memory
+    codec's estimate of the pixels outside ``masks`` (``Codec.fills``); R is skipped and, in the
+    ``ae`` modes, A_ξ refines that estimate.
     """
     if mode not in COMPLETION_MODES:
         raise ValueError(f"unknown completion mode {mode!r}; allowed: {', '.join(COMPLETION_MODES)}")
@@ -162,8 +165,10 @@ def complete(
     masks = np.asarray(masks, dtype=bool)
     _check_inputs(images, masks)
 
-    fill_method = rule if mode in ("rule", "rule+ae") else "zero"
-    r_np = rule_fill(images, masks, fill_method)
+    if prefilled:
+        r_np = images                       # the codec's own estimate replaces R (kept pixels exact)
+    else:
+        r_np = rule_fill(images, masks, rule if mode in ("rule", "rule+ae") else "zero")
     r = _to_float(r_np, device)
     if mode in ("zero", "rule"):
         return r  # rule_fill already copies the kept pixels back
@@ -256,6 +261,7 @@ def finetune_ae(
     augment: bool = True,
     generator: torch.Generator,
     device: torch.device | str = "cpu",
+    prefilled: np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """Early-stopped update of ξ, ξ ← ξ - β ∇_ξ ||x - A_ξ(R(x'))||² (Eq. 4.10, Algorithm 1 line 15).
 
@@ -283,6 +289,8 @@ def finetune_ae(
     have passed without improvement. Batches are drawn from ``generator`` (epoch-wise
     permutations), so equal inputs and generator state give bit-identical weights on CPU.
     ``ae`` is moved to ``device`` and left in the train/eval mode it had before the call.
+    ``prefilled`` (uint8, as ``images``): the network's inputs as a memory codec decodes them
+    (its own estimate of the pixels it does not keep exactly), used instead of ``R(x')``.
 
     Returns ``{"steps": optimiser steps taken, "train_mse": dropped-pixel MSE on the training
     pairs with the final (restored) weights, "val_mse_before", "val_mse_after"}`` (the last two
@@ -304,7 +312,13 @@ def finetune_ae(
         raise ValueError("finetune_ae needs at least one (masked, ground truth) pair")
 
     t0 = time.perf_counter()
-    r_all = _to_float(rule_fill(images, masks, rule if input_mode == "rule+ae" else "zero"), device)
+    if prefilled is not None:
+        prefilled = np.asarray(prefilled)
+        if prefilled.shape != images.shape or prefilled.dtype != np.uint8:
+            raise ValueError(f"prefilled: expected uint8 {images.shape}, got {prefilled.dtype} {prefilled.shape}")
+        r_all = _to_float(np.where(masks[:, None], images, prefilled), device)
+    else:
+        r_all = _to_float(rule_fill(images, masks, rule if input_mode == "rule+ae" else "zero"), device)
     x_all = _to_float(images, device)
     drop_all = torch.from_numpy(~masks[:, None]).to(device=device, dtype=torch.float32)
 

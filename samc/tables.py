@@ -366,8 +366,13 @@ def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], 
             "runs": {r.name: list(r.overrides) for r in runs}, "missing_runs": missing,
             "devices": _devices(runs, results), "params": cfg.to_dict()}
     written = []
-    if artifact in TABLES:
-        text, rows = TABLES[artifact](cfg, benchmark, runs, results)
+    fig = None
+    if artifact in TABLES or artifact == "codecs":
+        if artifact == "codecs":
+            from samc.codec_table import codecs
+            text, rows, fig = codecs(cfg, benchmark, runs, results)
+        else:
+            text, rows = TABLES[artifact](cfg, benchmark, runs, results)
         if missing:
             title, _, rest = text.partition("\n")
             text = (f"{title} (PARTIAL: {len(runs)} of {len(runs) + len(missing)} runs)\n{rest}\n"
@@ -379,6 +384,9 @@ def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], 
         io.write_text(out / f"{artifact}.csv", csv_text(rows))
         io.write_text(out / f"{artifact}.md", text)
         written = [out / f"{artifact}.md", out / f"{artifact}.csv"]
+        if fig is not None:
+            save_png(fig, out / f"{artifact}.png")
+            written.append(out / f"{artifact}.png")
     else:
         fig, rows = FIGURES[artifact](cfg, benchmark, runs, results)
         if missing:

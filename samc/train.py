@@ -69,7 +69,18 @@ def device_name(device: torch.device) -> str:
     """What a run's timings were measured on (recorded in every task's metrics)."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"cpu: {cpu_model()}, {torch.get_num_threads()} threads"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (its float kernels, AMX or not, change a run's numerics), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{platform.machine()} {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def experiment_name(cfg: Config) -> str:
@@ -248,6 +259,7 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
         "train_loss": float(np.mean(losses)) if losses else None,
         "steps": len(losses),
         "memory": describe(memory) if memory is not None else None,
+        "memory_model_bytes": method.model_nbytes(),
         "timings": {**learner.timer.as_dict(), "total": round(time.perf_counter() - start, 4)},
         "device": device_name(device),
         "precision": precision.name,
@@ -316,6 +328,11 @@ def collect(run_dir: Path, n_tasks: int) -> dict[str, Any]:
         "accuracy_matrix": R.round(4).tolist(),
         "memory_images": [r["memory"]["n_images"] if r["memory"] else 0 for r in rows],
         "memory_bytes": [r["memory"]["nbytes"] if r["memory"] else 0 for r in rows],
+        # every byte a memory needs: the records (headers included) and, once, the parameters that read
+        # them back (SAMC's autoencoder); equal-bytes comparisons match on this total
+        "memory_model_bytes": rows[-1].get("memory_model_bytes", 0),
+        "memory_total_bytes": sum(r["memory"]["nbytes"] if r["memory"] else 0 for r in rows)
+        + rows[-1].get("memory_model_bytes", 0),
         "timings": [r["timings"] for r in rows],
         "wall_s": round(sum(r["timings"]["total"] for r in rows), 3),
         "devices": sorted({r.get("device", "unrecorded") for r in rows}),

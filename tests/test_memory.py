@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 import samc.memory as memory_module
 import samc.io as samc_io
 from samc.memory import (
-    ENCODINGS,
     FifoMemory,
     MemoryFormatError,
     TaskMemory,
@@ -35,6 +34,8 @@ from samc.memory import (
     save_snapshot,
 )
 
+#: the codecs that keep what they store exactly (every codec: tests/test_memory_codecs.py)
+EXACT = ("raw", "coo", "sparse")
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -162,7 +163,7 @@ def test_coo_inverse_rejects_bad_input():
 
 
 @FAST
-@given(image_and_mask(), st.sampled_from(ENCODINGS))
+@given(image_and_mask(), st.sampled_from(EXACT))
 def test_encode_decode_round_trip(im, encoding):
     image, mask = im
     rec = encode(image, mask, encoding)
@@ -170,7 +171,7 @@ def test_encode_decode_round_trip(im, encoding):
     out, out_mask = decode(rec, image.shape, encoding)
     assert out.shape == image.shape and out.dtype == np.uint8
     assert out_mask.shape == mask.shape and out_mask.dtype == bool
-    if encoding == "dense":
+    if encoding == "raw":
         assert len(rec) == image.size
         np.testing.assert_array_equal(out, image)
         assert out_mask.all()
@@ -194,10 +195,10 @@ def test_round_trip_odd_sizes(shape, kind):
         "half": rng.random((h, w)) < 0.5,
         "blob": blob_mask(rng, h, w, 0.3),
     }[kind]
-    for encoding in ENCODINGS:
+    for encoding in EXACT:
         rec = encode(image, mask, encoding)
         out, out_mask = decode(rec, shape, encoding)
-        expected_mask = np.ones_like(mask) if encoding == "dense" else mask
+        expected_mask = np.ones_like(mask) if encoding == "raw" else mask
         np.testing.assert_array_equal(out_mask, expected_mask)
         np.testing.assert_array_equal(out, image * expected_mask)
     sparse = encode(image, mask, "sparse")
@@ -216,30 +217,30 @@ def test_sparse_never_larger_than_coo_minus_one(im):
 
 
 @FAST
-@given(image_and_mask(max_side=16), st.sampled_from(ENCODINGS))
+@given(image_and_mask(max_side=16), st.sampled_from(EXACT))
 @example((np.full((3, 8, 8), 255, np.uint8), np.ones((8, 8), bool)), "sparse")
 @example((np.full((3, 32, 32), 255, np.uint8), np.ones((32, 32), bool)), "sparse")
 @example((np.full((3, 2, 4), 128, np.uint8), np.eye(1, 8, dtype=bool).reshape(2, 4)), "sparse")
 def test_min_record_nbytes_is_a_lower_bound(im, encoding):
     image, mask = im
-    k = int(mask.sum()) if encoding != "dense" else image.shape[1] * image.shape[2]
+    k = int(mask.sum()) if encoding != "raw" else image.shape[1] * image.shape[2]
     for k_min in {0, min(1, k), k}:
         assert len(encode(image, mask, encoding)) >= min_record_nbytes(image.shape, encoding, k_min)
     assert min_record_nbytes((3, 32, 32), "sparse", 0) == 1
     assert min_record_nbytes((3, 32, 32), "sparse", 1) == 7  # header + smallest zstd frame
     assert min_record_nbytes((3, 32, 32), "coo", 1) == 9
-    assert min_record_nbytes((3, 32, 32), "dense") == 3072
+    assert min_record_nbytes((3, 32, 32), "raw") == 3072
 
 
 def test_mask_none_keeps_everything():
     image = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
-    for encoding in ENCODINGS:
+    for encoding in EXACT:
         out, m = decode(encode(image, None, encoding), image.shape, encoding)
         assert m.all()
         np.testing.assert_array_equal(out, image)
 
 
-def test_dense_record_is_raw_image_and_budget_holds_exactly_n():
+def test_raw_record_is_the_image_and_budget_holds_exactly_n():
     rng = np.random.default_rng(1)
     shape = (3, 32, 32)
     budget = budget_bytes(10, shape)
@@ -247,7 +248,7 @@ def test_dense_record_is_raw_image_and_budget_holds_exactly_n():
     fifo = FifoMemory(budget)
     for i in range(25):
         img = rng.integers(0, 256, shape, dtype=np.uint8)
-        rec = encode(img, blob_mask(rng, 32, 32, 0.3), "dense")
+        rec = encode(img, blob_mask(rng, 32, 32, 0.3), "raw")
         assert rec == img.tobytes() and len(rec) == 3 * 32 * 32
         fifo.add(rec, i % 2, i)
     assert len(fifo) == 10 and fifo.nbytes == budget
@@ -276,7 +277,7 @@ def test_bad_inputs_raise():
         encode(img, np.ones((4, 4), np.uint8))
     with pytest.raises(MemoryFormatError, match="mask"):
         encode(img, np.ones((4, 5), bool))
-    with pytest.raises(MemoryFormatError, match="encoding"):
+    with pytest.raises(MemoryFormatError, match="codec: expected one of"):
         encode(img, None, "png")
     with pytest.raises(MemoryFormatError, match="shape"):
         decode(b"\x10", (3, 4), "sparse")
@@ -291,8 +292,8 @@ def test_malformed_records_raise():
     shape = (3, 8, 8)
     image = smooth_image(rng, shape)
     mask = blob_mask(rng, 8, 8, 0.4)
-    with pytest.raises(MemoryFormatError, match="dense"):
-        decode(b"\x00" * 191, shape, "dense")
+    with pytest.raises(MemoryFormatError, match="raw"):
+        decode(b"\x00" * 191, shape, "raw")
     with pytest.raises(MemoryFormatError, match="coo"):
         decode(encode(image, mask, "coo")[:-1], shape, "coo")
     with pytest.raises(MemoryFormatError):
@@ -348,7 +349,7 @@ def _mutations(rec: bytes, data) -> bytes:
         st.binary(max_size=200),
         st.tuples(st.integers(0x10, 0x13), st.binary(max_size=200)).map(lambda t: bytes([t[0]]) + t[1]),
     ),
-    st.sampled_from(ENCODINGS),
+    st.sampled_from(EXACT),
     st.data(),
 )
 def test_random_bytes_never_crash(rec, encoding, data):
@@ -472,11 +473,11 @@ def test_task_memory_basics_and_describe():
     assert info["coo_nbytes"] == sum(coo_nbytes(int(m.sum()), 3) for m in masks)
     assert info["ratio_vs_coo"] < 1 and info["ratio_vs_budget"] <= 1
     assert info["images_vs_raw"] == pytest.approx(len(mem) / 10)
-    empty = TaskMemory(task=0, classes=[0, 1], image_shape=(3, 4, 4), encoding="dense", mu=None, budget=0)
+    empty = TaskMemory(task=0, classes=[0, 1], image_shape=(3, 4, 4), encoding="raw", mu=None, budget=0)
     assert empty.decode_all()[0].shape == (0, 3, 4, 4)
     assert describe(empty)["kept_fraction"] is None
     with pytest.raises(MemoryFormatError, match="labels"):
-        TaskMemory(task=0, classes=[0], image_shape=(3, 4, 4), encoding="dense", mu=None, budget=0,
+        TaskMemory(task=0, classes=[0], image_shape=(3, 4, 4), encoding="raw", mu=None, budget=0,
                    records=[b"x"], labels=np.zeros(2, np.int64), indices=np.zeros(1, np.int64))
 
 
@@ -501,9 +502,9 @@ def test_task_memory_state_weights_only():
 # Zarr snapshots
 
 
-@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("encoding", EXACT)
 def test_zarr_round_trip_exact(tmp_path, encoding):
-    mem = make_task_memory(encoding=encoding, mu=None if encoding == "dense" else 0.6)
+    mem = make_task_memory(encoding=encoding, mu=None if encoding == "raw" else 0.6)
     path = save_snapshot(mem, tmp_path / "task_1" / "memory.zarr")
     back = load_snapshot(path, expect={"task": 1, "image_shape": (3, 16, 16), "encoding": encoding})
     assert back.records == mem.records

@@ -202,3 +202,57 @@ def test_every_method_trains_a_channels_last_model_and_keeps_its_layout(tasks, n
         _run_task(m, tasks, t, steps=1)
     assert learner.model.conv1.weight.is_contiguous(memory_format=torch.channels_last), name
     assert all(torch.isfinite(p).all() for p in learner.model.parameters())
+
+
+# -- memory codecs with any replay method (issue 17) ------------------------------------------------
+def test_codec_parameter_is_checked_against_the_method():
+    from samc.config import ConfigError
+
+    for overrides, match in [(("train.method=ewc", "memory.codec=jxl"), "keeps no codec-coded memory"),
+                             (("train.method=samc", "memory.codec=webp"), "saliency codec"),
+                             (("train.method=gem", "memory.codec=jxl:distance=99"), r"memory.codec = .*outside"),
+                             (("train.method=er", "memory.codec=gif"), "expected one of")]:
+        with pytest.raises(ConfigError, match=match):
+            tiny_config(*overrides)
+    assert tiny_config("train.method=samc", "memory.codec=salient_blur").memory.codec == "salient_blur"
+
+
+@pytest.mark.parametrize("name, codec", [("gem", "jxl:distance=2"), ("agem", "webp:quality=30"),
+                                         ("gem", "salient_lowres"), ("er", "jxl:distance=2"),
+                                         ("mer", "sparse")])
+def test_replay_methods_store_codec_records_within_the_same_bytes(tasks, name, codec):
+    raw = _method(name)
+    coded = _method(name, f"memory.codec={codec}")
+    for m in (raw, coded):
+        _run_task(m, tasks, 0, steps=4)
+    a, b = raw.task_memory(0), coded.task_memory(0)
+    assert a.encoding == "raw" and b.codec == coded.codec
+    assert b.nbytes <= b.budget == a.budget                  # the same bytes...
+    assert len(b) > len(a)                                    # ...hold more images
+    images, known = b.decode_all()
+    assert images.shape == (len(b), 3, 32, 32)
+    if coded.codec.uses_saliency:
+        assert b.mu == 0.6 and not known.all()
+    # what replay sees: decoded, and filled where the codec left pixels missing
+    if name in ("gem", "agem"):
+        x = coded.memory_inputs(0)
+        assert x.shape == images.shape and float(x.min()) >= 0 and float(x.max()) <= 1
+
+
+def test_budget_counts_all_charges_the_autoencoder(tmp_path, tasks):
+    from samc.train import run_stream
+
+    cfg = tiny_config("dataset.n_tasks=2", "train.method=samc", "memory.budget_counts=all",
+                      "memory.images_per_task=30", "dataset.shapes_train_per_class=20",
+                      "dataset.shapes_test_per_class=5")
+    result = run_stream(cfg, tmp_path / "all", progress=False, tasks=tasks)
+    model = result["memory_model_bytes"]
+    assert model == 132796                                   # A_ξ's float32 parameters and buffers
+    per_task = 30 * 3 * 32 * 32 - -(-model // 2)
+    for t in (1, 2):
+        row = json.loads((tmp_path / "all" / f"task_{t}" / "metrics.json").read_text())
+        assert row["memory"]["budget"] == per_task and row["memory"]["nbytes"] <= per_task
+    assert result["memory_total_bytes"] == sum(result["memory_bytes"]) + model
+    with pytest.raises(ValueError, match="budget_counts = all"):
+        run_stream(tiny_config("dataset.n_tasks=2", "train.method=samc", "memory.budget_counts=all"),
+                   tmp_path / "small", progress=False, tasks=tasks)

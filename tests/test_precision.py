@@ -97,6 +97,7 @@ def test_the_neutral_values_of_new_options_leave_digests_unchanged():
     d = cfg.to_dict()
     d["dataset"] = effective_dataset(d["dataset"])
     del d["train"]["precision"], d["train"]["channels_last"], d["memory"]["constraint_sample"]  # before them
+    del d["memory"]["codec"], d["memory"]["budget_counts"]
     for key in ("gradcam_mode", "complete_at", "budget_charge"):
         del d["samc"][key]
     old = hashlib.sha256(json.dumps({k: d[k] for k in RUN_SECTIONS}, sort_keys=True).encode()).hexdigest()[:10]
@@ -104,7 +105,8 @@ def test_the_neutral_values_of_new_options_leave_digests_unchanged():
     assert tiny_config("train.precision=bf16").digest(RUN_SECTIONS) != old
     assert tiny_config("memory.constraint_sample=5").digest(RUN_SECTIONS) != old
     assert tiny_config("train.channels_last=auto").digest(RUN_SECTIONS) != old     # a new layout: a new run
-    for change in ("samc.gradcam_mode=train", "samc.complete_at=storage", "samc.budget_charge=values"):
+    for change in ("samc.gradcam_mode=train", "samc.complete_at=storage", "samc.budget_charge=values",
+                   "memory.codec=salient_blur", "memory.budget_counts=all"):
         assert tiny_config("train.channels_last=false", change).digest(RUN_SECTIONS) != old, change
 
 

@@ -20,9 +20,10 @@ def tasks():
     return load_tasks(tiny_config())
 
 
-@pytest.mark.parametrize("method", ["samc", "er"])
-def test_resume_after_task_2_equals_uninterrupted(tmp_path, tasks, method):
-    cfg = tiny_config(f"train.method={method}")
+@pytest.mark.parametrize("method, codec", [("samc", "auto"), ("er", "auto"), ("gem", "jxl:distance=2"),
+                                           ("er", "salient_lowres"), ("samc", "salient_lowres")])
+def test_resume_after_task_2_equals_uninterrupted(tmp_path, tasks, method, codec):
+    cfg = tiny_config(f"train.method={method}", f"memory.codec={codec}")
     full = run_stream(cfg, tmp_path / "full", progress=False, tasks=tasks)
     assert run_stream(cfg, tmp_path / "split", progress=False, tasks=tasks, stop_after=2) == {}
     assert not (tmp_path / "split" / "task_3").exists()

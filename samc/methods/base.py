@@ -16,8 +16,9 @@ import torch.nn.functional as F
 
 from samc.config import Config
 from samc.data import Task
-from samc.memory import TaskMemory
+from samc.memory import Codec, TaskMemory, budget_bytes, get_codec
 from samc.models import ResNet18
+from samc.saliency import grad_cam, matched_mask
 from samc.timing import PhaseTimer
 
 
@@ -49,6 +50,10 @@ class Method:
     """Plain SGD on the current task's head and the shared trunk: the ``finetune`` baseline."""
 
     name: ClassVar[str] = "finetune"
+    #: the codec of ``memory.codec = auto`` (None: the method keeps no codec-coded memory)
+    default_codec: ClassVar[str | None] = None
+    #: only codecs that store saliency-selected pixels (SAMC, §4.1)
+    saliency_codec_only: ClassVar[bool] = False
 
     def __init__(self, model: ResNet18, cfg: Config, device: torch.device, timer: PhaseTimer) -> None:
         self.model = model
@@ -57,6 +62,26 @@ class Method:
         self.timer = timer
         self.opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr)
         self.generator = torch.Generator().manual_seed(cfg.train.seed + 7919)
+        self.mask_generator = torch.Generator().manual_seed(cfg.train.seed + 7919)   # samc.mask=random
+
+    @property
+    def codec(self) -> Codec:
+        """The memory's codec: ``memory.codec``, or the method's own for ``auto``."""
+        spec = self.cfg.memory.codec
+        if spec == "auto":
+            if self.default_codec is None:
+                raise ValueError(f"method {self.name!r} keeps no codec-coded memory")
+            spec = self.default_codec
+        if getattr(self, "_codec", None) is None or self._codec_spec != spec:
+            self._codec, self._codec_spec = get_codec(spec), spec
+        return self._codec
+
+    def masks(self, x: torch.Tensor, y: torch.Tensor, t: int, train_mode: bool = False) -> np.ndarray:
+        """Eq. 4.4 for a batch, for a saliency codec: bool (B, H, W), True where the pixel is kept
+        (``samc.mask`` other than saliency: as many pixels per image, at random or the least salient)."""
+        with self.timer("gradcam"):
+            sal = grad_cam(self.model, x, t, y, target=self.cfg.samc.saliency_target, train_mode=train_mode)
+            return matched_mask(sal, self.cfg.samc.mu, self.cfg.samc.mask, self.mask_generator).cpu().numpy()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def before_task(self, ctx: TaskContext) -> None:
@@ -77,6 +102,24 @@ class Method:
     def predict(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """Predicted local labels of task t (eval mode is set by the caller): the task's head."""
         return self.model(x, t).argmax(1)
+
+    def model_nbytes(self) -> int:
+        """Bytes of the parameters (and buffers) a memory needs to be read back, at their stored
+        dtype (SAMC's autoencoder A_ξ; 0 for memories that decode on their own)."""
+        return 0
+
+    def memory_budget(self, shape: tuple[int, ...], tasks: int = 1) -> int:
+        """The byte budget of ``tasks`` tasks' memory: ``memory.images_per_task`` raw images each,
+        less, with ``memory.budget_counts = all``, ⌈model bytes / n_tasks⌉ per task."""
+        budget = budget_bytes(self.cfg.memory.images_per_task, shape)
+        if self.cfg.memory.budget_counts == "all":
+            budget -= -(-self.model_nbytes() // self.cfg.dataset.n_tasks)
+            if budget <= 0:
+                raise ValueError(
+                    f"memory.budget_counts = all: the {self.model_nbytes()} bytes of parameters needed to read "
+                    f"the memory back, amortised over {self.cfg.dataset.n_tasks} tasks, exceed the budget of "
+                    f"memory.images_per_task = {self.cfg.memory.images_per_task} raw images per task")
+        return budget * tasks
 
     def task_memory(self, t: int) -> TaskMemory | None:
         """Task t's episodic memory once the task is learned (None for memory-free methods)."""

@@ -2,20 +2,31 @@
 memories"). Each step trains on the current batch concatenated with an equally large random
 sample of the buffer (each replayed sample through its own task's head); the buffer, of
 ``images_per_task × n_tasks`` images, is a uniform sample of the whole stream (Vitter's
-Algorithm R)."""
+Algorithm R).
+
+With ``memory.codec`` other than ``raw`` the buffer holds codec records within the same bytes,
+``images_per_task × n_tasks`` raw images (samc.memory.reservoir.ByteReservoir: the records of
+smallest random keys that fit, a uniform sample of the stream); each record is decoded once when
+it enters, what its codec left missing filled by the rule-based R of Eq. 4.6 (``samc.rule``), and a
+saliency codec gets each image's Grad-CAM mask (Eq. 4.4, the ``samc`` section's μ), computed with
+the model after the step and only for the samples the reservoir admits."""
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samc.inpaint import complete
 from samc.memory import TaskMemory, dense_task_memory
+from samc.memory.reservoir import ByteReservoir
 from samc.methods.base import Batch, Method, TaskContext
 
 
 class ER(Method):
     name = "er"
+    default_codec = "raw"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -26,13 +37,27 @@ class ER(Method):
         self.buf_i = torch.zeros(self.capacity, dtype=torch.int64)
         self.n_seen = 0
         self.classes: dict[int, list[int]] = {}
+        self.reservoir: ByteReservoir | None = None     # memory.codec other than raw
+        self.decoded: dict[int, torch.Tensor] = {}      # reservoir slot -> decoded, completed uint8 image
+
+    @property
+    def coded(self) -> bool:
+        """Whether the buffer holds codec records (any codec but ``raw``) rather than raw images."""
+        return self.codec.name != "raw"
 
     def __len__(self) -> int:
+        if self.coded:
+            return 0 if self.reservoir is None else len(self.reservoir)
         return min(self.n_seen, self.capacity)
 
     def before_task(self, ctx: TaskContext) -> None:
-        if self.buf_x is None:
-            self.buf_x = torch.zeros((self.capacity, *ctx.task.x_train.shape[1:]), dtype=torch.uint8)
+        shape = tuple(ctx.task.x_train.shape[1:])
+        self.shape = shape
+        if self.coded:
+            if self.reservoir is None:
+                self.reservoir = ByteReservoir(self.memory_budget(shape, self.cfg.dataset.n_tasks))
+        elif self.buf_x is None:
+            self.buf_x = torch.zeros((self.capacity, *shape), dtype=torch.uint8)
         self.classes[ctx.t] = list(ctx.task.classes)
 
     def reservoir_add(self, x: torch.Tensor, y: int, t: int, index: int) -> None:
@@ -45,11 +70,49 @@ class ER(Method):
         if slot < self.capacity:
             self.buf_x[slot], self.buf_y[slot], self.buf_t[slot], self.buf_i[slot] = x, y, t, index
 
+    def decode_record(self, record: bytes) -> torch.Tensor:
+        """A record as the uint8 image replay uses: decoded, missing pixels filled by R (Eq. 4.6)."""
+        image, known = self.codec.decode(record, self.shape)
+        if known.all() or self.codec.fills:
+            return torch.from_numpy(image)
+        with self.timer("inpaint"):
+            filled = complete(image[None], known[None], "rule", rule=self.cfg.samc.rule)
+        return filled[0].mul_(255.0).round_().to(torch.uint8)
+
+    def coded_add(self, batch: Batch, t: int) -> None:
+        """Offer each sample of the batch to the byte reservoir; encode only those it admits."""
+        keys = torch.rand(len(batch), generator=self.generator, dtype=torch.float64).tolist()
+        admit = [i for i, k in enumerate(keys) if self.reservoir.admits(k)]
+        if not admit:
+            self.reservoir.skip(len(batch))
+            return
+        masks = (self.masks(batch.x[admit], batch.y[admit], t, train_mode=self.cfg.samc.gradcam_mode == "train")
+                 if self.codec.uses_saliency else [None] * len(admit))
+        mask_of = dict(zip(admit, masks))
+        for i, key in enumerate(keys):
+            if i not in mask_of or not self.reservoir.admits(key):   # refused before encoding
+                self.reservoir.skip()
+                continue
+            with self.timer("encode"):
+                record = self.codec.encode(batch.raw[i], mask_of[i])
+            slot, gone = self.reservoir.add(record, int(batch.y[i]), t, int(batch.index[i]), key)
+            for s in gone:
+                self.decoded.pop(s, None)
+            if slot in self.reservoir.items:
+                self.decoded[slot] = self.decode_record(record)
+
     def with_replay(self, batch: Batch, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x, y, task ids): the batch plus an equally large uniform sample of the buffer."""
         x, y, tasks = batch.x, batch.y, torch.full_like(batch.y, t)
         n = len(self)
-        if n:
+        if n and self.coded:
+            slots = self.reservoir.slots()
+            pick = torch.randperm(n, generator=self.generator)[: len(batch)].tolist()
+            items = [self.reservoir.items[slots[i]] for i in pick]
+            x = torch.cat([x, torch.stack([self.decoded[slots[i]] for i in pick]).to(self.device).float().div_(255.0)])
+            y = torch.cat([y, torch.tensor([it[1] for it in items], device=self.device)])
+            tasks = torch.cat([tasks, torch.tensor([it[2] for it in items], device=self.device)])
+        elif n:
             pick = torch.randperm(n, generator=self.generator)[: len(batch)]
             x = torch.cat([x, self.buf_x[pick].to(self.device).float().div_(255.0)])
             y = torch.cat([y, self.buf_y[pick].to(self.device)])
@@ -66,6 +129,9 @@ class ER(Method):
         return float(loss.detach())
 
     def remember(self, batch: Batch, t: int) -> None:
+        if self.coded:
+            self.coded_add(batch, t)
+            return
         with self.timer("memory_write"):
             raw = torch.from_numpy(batch.raw)
             for i in range(len(batch)):
@@ -79,6 +145,16 @@ class ER(Method):
 
     def task_memory(self, t: int) -> TaskMemory | None:
         """The buffer's current samples of task t (a snapshot for inspection)."""
+        if self.coded:
+            if self.reservoir is None:
+                return None
+            items = [self.reservoir.items[s] for s in self.reservoir.slots() if self.reservoir.items[s][2] == t]
+            codec = self.codec
+            return TaskMemory(
+                task=t, classes=self.classes.get(t, []), image_shape=self.shape, encoding=codec.name,
+                mu=float(self.cfg.samc.mu) if codec.uses_saliency else None, budget=self.reservoir.budget,
+                records=[it[0] for it in items], labels=np.array([it[1] for it in items], dtype=np.int64),
+                indices=np.array([it[3] for it in items], dtype=np.int64), codec_params=codec.values)
         if self.buf_x is None:
             return None
         sel = (self.buf_t[: len(self)] == t).nonzero(as_tuple=True)[0]
@@ -89,6 +165,10 @@ class ER(Method):
         state = super().state_dict()
         state.update(buf_x=self.buf_x, buf_y=self.buf_y, buf_t=self.buf_t, buf_i=self.buf_i,
                      n_seen=self.n_seen, classes={str(k): v for k, v in self.classes.items()})
+        if self.coded and self.reservoir is not None:
+            state["reservoir"] = {k: torch.from_numpy(v) for k, v in self.reservoir.to_arrays().items()}
+            state["shape"] = list(self.shape)
+            state["mask_generator"] = self.mask_generator.get_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -97,3 +177,8 @@ class ER(Method):
             state["buf_x"], state["buf_y"], state["buf_t"], state["buf_i"])
         self.n_seen = int(state["n_seen"])
         self.classes = {int(k): list(v) for k, v in state["classes"].items()}
+        if "reservoir" in state:
+            self.shape = tuple(state["shape"])
+            self.reservoir = ByteReservoir.from_arrays({k: v.numpy() for k, v in state["reservoir"].items()})
+            self.decoded = {s: self.decode_record(self.reservoir.items[s][0]) for s in self.reservoir.slots()}
+            self.mask_generator.set_state(state["mask_generator"])

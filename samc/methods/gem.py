@@ -7,25 +7,28 @@ reference code the memory passes run in train mode, one per past task before the
 so BatchNorm's running statistics see them in that order (``memory.update_bn: false`` leaves the
 running statistics to the training batches alone).
 
-SAMC (samc.methods.samc) is this method with a different memory: ``select`` keeps only salient
-pixels and ``restore`` completes them.
+The memory's codec is ``memory.codec`` (samc.memory.codecs; ``auto`` = ``raw``, GEM's whole
+images). A saliency codec (``sparse``, ``salient_lowres``, ...) gets each stored image's Grad-CAM
+mask of Eq. 4.4 with the ``samc`` section's μ and target; pixels a codec leaves missing are filled
+by the rule-based R of Eq. 4.6 (``samc.rule``) before they enter G. SAMC (samc.methods.samc) is this
+method with the ``sparse`` codec and the autoencoder A_ξ on top of R.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from samc.inpaint import complete
 from samc.gem import GradBuffer, batchable, bn_stats_frozen, memory_gradients_batched, memory_gradients_loop, project, violated
-from samc.memory import FifoMemory, TaskMemory, budget_bytes, encode
+from samc.memory import FifoMemory, TaskMemory
 from samc.methods.base import Batch, Method, TaskContext
 
 
 class GEM(Method):
     name = "gem"
-    encoding = "dense"
+    default_codec = "raw"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,17 +69,29 @@ class GEM(Method):
 
     # -- memory: what is stored, and how it is read back ---------------------------------------------
     def min_record_nbytes(self, shape: tuple[int, int, int]) -> int:
-        """The smallest record the encoding can produce (bounds how many samples can fit)."""
-        return int(np.prod(shape))
+        """The smallest record the codec can produce (bounds how many samples can fit). A normalised
+        saliency map reaches 1 somewhere, so for μ < 1 a saliency codec keeps at least one pixel."""
+        min_kept = 1 if self.codec.uses_saliency and self.cfg.samc.mu < 1.0 else 0
+        return self.codec.min_nbytes(shape, min_kept)
 
     def select(self, batch: Batch, keep: slice, t: int) -> list[bytes]:
-        """Encode the samples ``batch[keep]`` for the memory: GEM stores them whole."""
-        return [encode(img, np.ones(img.shape[1:], dtype=bool), "dense") for img in batch.raw[keep]]
+        """Encode the samples ``batch[keep]`` for the memory (a saliency codec: with their masks)."""
+        codec = self.codec
+        n = len(batch.raw[keep])
+        masks = (self.masks(batch.x[keep], batch.y[keep], t, train_mode=self.cfg.samc.gradcam_mode == "train")
+                 if codec.uses_saliency else [None] * n)
+        with self.timer("encode"):
+            return [codec.encode(img, m) for img, m in zip(batch.raw[keep], masks)]
 
     def restore(self, memory: TaskMemory) -> torch.Tensor:
-        """The memory's images as classifier inputs (GEM: the stored images themselves)."""
-        images, _ = memory.decode_all()
-        return torch.from_numpy(images).float().div_(255.0)
+        """The memory's images as classifier inputs: decoded, and what the codec left missing
+        filled by the rule-based R of Eq. 4.6 (nothing for whole-image codecs)."""
+        images, known = memory.decode_all()
+        if known.all():
+            return torch.from_numpy(images).float().div_(255.0)
+        with self.timer("inpaint"):
+            return complete(images, known, "zero" if memory.codec.fills else "rule", rule=self.cfg.samc.rule,
+                            device="cpu", prefilled=memory.codec.fills)
 
     def record_charge(self, record: bytes) -> int | None:
         """What a record costs against the task's budget; None = its bytes (every memory here)."""
@@ -87,16 +102,19 @@ class GEM(Method):
         return self.restore(self.memories[k])
 
     def mu(self) -> float | None:
-        return None
+        """μ of Eq. 4.4 when the codec stores salient pixels, else None."""
+        return float(self.cfg.samc.mu) if self.codec.uses_saliency else None
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def before_task(self, ctx: TaskContext) -> None:
         shape = tuple(ctx.task.x_train.shape[1:])
-        budget = budget_bytes(self.cfg.memory.images_per_task, shape)
+        budget = self.memory_budget(shape)
         self.fifo = FifoMemory(budget)
         # Only the last ⌊budget / smallest record⌋ samples of the stream can end up in a FIFO
         # memory: earlier samples need no encoding (nor, for SAMC, a saliency map).
         self.window_start = max(0, ctx.stream_length - budget // self.min_record_nbytes(shape))
+        if self.codec.uses_saliency and self.cfg.samc.gradcam_mode == "train":
+            self.window_start = 0       # the authors' code takes Grad-CAM (and its BatchNorm pass) of every batch
         self.mem_x, self.mem_y = {}, {}
         self.stats = {"constrained_steps": 0, "projected_steps": 0}
         with self.timer("completion"):
@@ -143,7 +161,7 @@ class GEM(Method):
     def after_task(self, ctx: TaskContext) -> None:
         self.memories[ctx.t] = self.fifo.to_task_memory(
             task=ctx.t, classes=list(ctx.task.classes), image_shape=tuple(ctx.task.x_train.shape[1:]),
-            encoding=self.encoding, mu=self.mu(),
+            encoding=self.codec.name, mu=self.mu(), codec_params=self.codec.values,
         )
         self.fifo = None
         self.mem_x, self.mem_y = {}, {}
@@ -158,8 +176,11 @@ class GEM(Method):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["memories"] = {str(k): m.to_state() for k, m in self.memories.items()}
+        state["mask_generator"] = self.mask_generator.get_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.memories = {int(k): TaskMemory.from_state(v) for k, v in state["memories"].items()}
+        if "mask_generator" in state:       # states of GEM runs made before saliency codecs lack it
+            self.mask_generator.set_state(state["mask_generator"])

@@ -33,66 +33,55 @@ import numpy as np
 import torch
 
 from samc.inpaint import complete, finetune_ae
-from samc.memory import TaskMemory, encode, min_record_nbytes, record_kept_count
-from samc.methods.base import Batch, TaskContext
+from samc.memory import TaskMemory
+from samc.methods.base import TaskContext
 from samc.methods.gem import GEM
 from samc.models import InpaintAE
-from samc.saliency import grad_cam, matched_mask
 
 
 class SAMC(GEM):
     name = "samc"
-    encoding = "sparse"
+    default_codec = "sparse"
+    saliency_codec_only = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         channels = self.model.conv1.in_channels
         self.ae = InpaintAE(channels).to(self.device)
         self.ae_generator = torch.Generator().manual_seed(self.cfg.train.seed + 104729)
-        self.mask_generator = torch.Generator().manual_seed(self.cfg.train.seed + 7919)   # samc.mask=random
         self.ae_history: list[dict[str, float]] = []
         self.completed: dict[int, torch.Tensor] = {}       # samc.complete_at = storage: M̃_k, kept dense
 
-    def mu(self) -> float:
-        return float(self.cfg.samc.mu)
+    def model_nbytes(self) -> int:
+        """A_ξ's parameters and buffers at their dtype when the completion uses it (Eq. 4.6)."""
+        if self.cfg.samc.completion not in ("ae", "rule+ae"):
+            return 0
+        return sum(v.numel() * v.element_size() for v in self.ae.state_dict().values())
 
     def min_record_nbytes(self, shape: tuple[int, int, int]) -> int:
-        # A normalised saliency map reaches 1 somewhere, so for μ < 1 at least one pixel is kept;
-        # samc.memory proves the smallest sparse record such an image can have.
-        min_kept = 1 if self.cfg.samc.mu < 1.0 else 0
         if self.cfg.samc.budget_charge == "values":
+            min_kept = 1 if self.cfg.samc.mu < 1.0 else 0
             return max(1, shape[0] * min_kept)
-        return min_record_nbytes(shape, "sparse", min_kept)
+        return super().min_record_nbytes(shape)
 
     def record_charge(self, record: bytes) -> int | None:
         """``samc.budget_charge = values``: C values per kept pixel (the authors' count), else bytes."""
         if self.cfg.samc.budget_charge != "values":
             return None
-        return self.fifo_shape[0] * record_kept_count(record, self.fifo_shape, "sparse")
-
-    def masks(self, x: torch.Tensor, y: torch.Tensor, t: int, train_mode: bool = False) -> np.ndarray:
-        """Eq. 4.4 for a batch: bool (B, H, W), True where the pixel is kept (``samc.mask`` other
-        than saliency: as many pixels per image, at random or the least salient)."""
-        with self.timer("gradcam"):
-            sal = grad_cam(self.model, x, t, y, target=self.cfg.samc.saliency_target, train_mode=train_mode)
-            return matched_mask(sal, self.cfg.samc.mu, self.cfg.samc.mask, self.mask_generator).cpu().numpy()
+        _, known = self.codec.decode(record, self.fifo_shape)
+        return self.fifo_shape[0] * int(np.count_nonzero(known))
 
     def before_task(self, ctx: TaskContext) -> None:
         self.fifo_shape = tuple(ctx.task.x_train.shape[1:])
         super().before_task(ctx)
-        if self.cfg.samc.gradcam_mode == "train":
-            self.window_start = 0       # the authors' code takes Grad-CAM (and its BatchNorm pass) of every batch
-
-    def select(self, batch: Batch, keep: slice, t: int) -> list[bytes]:
-        masks = self.masks(batch.x[keep], batch.y[keep], t, train_mode=self.cfg.samc.gradcam_mode == "train")
-        with self.timer("encode"):
-            return [encode(img, m, "sparse") for img, m in zip(batch.raw[keep], masks)]
 
     def restore(self, memory: TaskMemory) -> torch.Tensor:
+        """M̃_k = A_ξ(R(COO⁻¹(M_k))) (Eq. 4.6) with ``samc.completion``; a codec that estimates the
+        pixels it does not keep exactly (``fills``) replaces R, and A_ξ refines its estimate."""
         images, masks = memory.decode_all()
         with self.timer("inpaint"):
             return complete(images, masks, self.cfg.samc.completion, rule=self.cfg.samc.rule,
-                            ae=self.ae, device=self.device)
+                            ae=self.ae, device=self.device, prefilled=memory.codec.fills)
 
     def memory_inputs(self, k: int) -> torch.Tensor:
         if self.cfg.samc.complete_at == "storage":
@@ -118,10 +107,13 @@ class SAMC(GEM):
                            labels[i:i + 100], ctx.t)
                 for i in range(0, n, 100)
             ])
+            codec = self.codec
+            prefilled = (np.stack([codec.decode(codec.encode(x, m), x.shape)[0] for x, m in zip(images, masks)])
+                         if codec.fills else None)      # A_ξ's input as the codec decodes it
             stats = finetune_ae(
                 self.ae, images, masks, rule=sc.rule, input_mode=sc.completion, steps=sc.ae_steps,
                 lr=sc.ae_lr, batch_size=sc.ae_batch_size, patience=sc.ae_patience,
-                generator=self.ae_generator, device=self.device,
+                generator=self.ae_generator, device=self.device, prefilled=prefilled,
             )
         self.ae_history.append({"task": ctx.t, **stats})
 
@@ -129,7 +121,6 @@ class SAMC(GEM):
         state = super().state_dict()
         state["ae"] = self.ae.state_dict()
         state["ae_generator"] = self.ae_generator.get_state()
-        state["mask_generator"] = self.mask_generator.get_state()
         state["ae_history"] = self.ae_history
         state["completed"] = {str(k): v for k, v in self.completed.items()}
         return state
@@ -138,6 +129,5 @@ class SAMC(GEM):
         super().load_state_dict(state)
         self.ae.load_state_dict(state["ae"])
         self.ae_generator.set_state(state["ae_generator"])
-        self.mask_generator.set_state(state["mask_generator"])
         self.ae_history = list(state["ae_history"])
         self.completed = {int(k): v for k, v in state.get("completed", {}).items()}
