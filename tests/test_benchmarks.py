@@ -231,6 +231,9 @@ def test_quick_benchmark_regenerates_every_table_and_figure_through_snakemake(tm
     assert [r["row"] for r in gap] == ["GEM", "SAMC (ours, default)", "SAMC, the authors' settings"]
     assert gap[2]["seeds"] == "0" and gap[1]["seeds"] == "0 1"          # one pair: no interval
     assert gap[2]["ΔACC vs our SAMC [95% CI]"].endswith("(n = 1, no interval)")
+    codecs_rows = list(csv.DictReader((out / "codecs.csv").open()))
+    assert [r["codec"] for r in codecs_rows] == ["raw", "jxl:distance=2", "salient_lowres"]
+    assert Image.open(out / "codecs.png").format == "PNG"
     random_cfg = config.load(project / "params.yaml").with_overrides(
         benchmarks.find_run(cfg, "quick/samc-mask_random-s0").overrides)
     assert random_cfg.samc.mask == "random"
@@ -258,3 +261,21 @@ def test_partial_table_names_the_missing_runs(tmp_path, monkeypatch, caplog):
     assert "cpu: test (3 runs)" in text
     prov = json.loads((tmp_path / "results" / "quick" / "table1.json").read_text())
     assert set(prov["missing_runs"]) == {r.name for r in runs[3:]} and set(prov["runs"]) == {r.name for r in runs[:3]}
+
+
+def test_codec_table_pairs_each_row_with_its_reference_and_counts_every_byte(cfg, tmp_path):
+    from PIL import Image as _Image
+
+    rng = np.random.default_rng(4)
+    runs = benchmarks.artifact_runs(cfg, "quick", "codecs")
+    assert [r.name for r in runs] == ["gem-s0", "gem-s1", "gem-jxl2-s0", "er-lowres-s0"]
+    results = {r.name: {**_fake_metrics(rng, 2, [70.0 + i, 80.0], [10, 0]), "memory_model_bytes": 1000 * i}
+               for i, r in enumerate(runs)}
+    written = write_artifact(cfg, "quick", "codecs", runs, results, tmp_path)
+    assert sorted(p.name for p in written) == ["codecs.csv", "codecs.json", "codecs.md", "codecs.png"]
+    assert _Image.open(tmp_path / "codecs.png").format == "PNG"
+    rows = list(csv.DictReader((tmp_path / "codecs.csv").open()))
+    assert [r["codec"] for r in rows] == ["raw", "jxl:distance=2", "salient_lowres"]
+    jxl = results["gem-jxl2-s0"]
+    assert rows[1]["total KB"].startswith(f"{(sum(jxl['memory_bytes']) + jxl['memory_model_bytes']) / 1e3:.1f}")
+    assert rows[1]["ΔACC [95% CI]"].endswith("vs gem-raw (n=1)") and rows[2]["ΔACC [95% CI]"] == "—"
