@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from samc.benchmarks import Run, attribution_row_runs, spec
+from samc.benchmarks import Run, spec
 from samc.config import Config
 from samc.report import plt
 
@@ -31,11 +31,10 @@ def model_bytes(result: dict[str, Any], cfg: Config) -> int:
 
 def codec_rows(cfg: Config, benchmark: str, results: dict[str, Any]) -> list[dict[str, Any]]:
     """Per row of the definition: its label, method, codec, and per seed the numbers plotted."""
-    from samc.tables import _config, _forgetting, _learned, _per_task
+    from samc.tables import _config, _forgetting, _learned, _per_task, row_runs
 
     out = []
-    for i, row in enumerate(spec(cfg, benchmark).codecs, 1):
-        rs = [r for r in attribution_row_runs(cfg, benchmark, row) if r.name in results]
+    for i, row, rs in row_runs(cfg, benchmark, spec(cfg, benchmark).codecs, results):
         if not rs:                                    # samc table --partial: a row not run yet
             continue
         res = [results[r.name] for r in rs]
@@ -53,8 +52,7 @@ def codec_rows(cfg: Config, benchmark: str, results: dict[str, Any]) -> list[dic
 
 
 def codecs(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict], Any]:
-    from samc.stats import paired_difference
-    from samc.tables import _fmt, _markdown
+    from samc.tables import _fmt, _markdown, paired_by_seed
 
     rows = codec_rows(cfg, benchmark, results)
     refs = {r["ref"]: r for r in rows if r["ref"]}
@@ -63,12 +61,8 @@ def codecs(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]
         other = refs.get(r["vs"]) if r["vs"] else None
         if other is None or other is r:
             return "—"
-        mine, theirs = dict(zip(r["seeds"], r["acc"])), dict(zip(other["seeds"], other["acc"]))
-        seeds = sorted(set(mine) & set(theirs))
-        if not seeds:
-            return "—"
-        d = paired_difference([mine[s] for s in seeds], [theirs[s] for s in seeds])
-        return f"{d} vs {other['ref']} (n={d.n})"
+        d = paired_by_seed(dict(zip(r["seeds"], r["acc"])), dict(zip(other["seeds"], other["acc"])))
+        return "—" if d is None else f"{d} vs {other['ref']} (n={d.n})"
 
     table = [{"#": r["#"], "row": r["row"], "method": r["method"], "codec": r["codec"],
               "seeds": " ".join(map(str, r["seeds"])), "images/task": _fmt(r["images"], 1),

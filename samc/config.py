@@ -227,7 +227,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> None:
 
 def _codec_errors(method: str, spec: str) -> list[str]:
     """``memory.codec`` names a codec with valid parameters that ``train.method`` can store."""
-    from samc.memory import MemoryFormatError, get_codec
+    from samc.memory import CODECS, MemoryFormatError, get_codec
     from samc.methods import METHODS
 
     if spec == "auto":
@@ -243,14 +243,9 @@ def _codec_errors(method: str, spec: str) -> list[str]:
                 f"{', '.join(n for n, m in METHODS.items() if m.default_codec)})"]
     if cls.saliency_codec_only and not codec.uses_saliency:
         return [f"memory.codec = {spec!r}: train.method = {method!r} stores saliency-selected pixels; "
-                f"use a saliency codec ({', '.join(n for n, k in _codecs().items() if k.uses_saliency)}) "
+                f"use a saliency codec ({', '.join(n for n, k in CODECS.items() if k.uses_saliency)}) "
                 f"or train.method = gem for a whole-image codec"]
     return []
-
-
-def _codecs() -> dict[str, Any]:
-    from samc.memory import CODECS
-    return CODECS
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

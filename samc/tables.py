@@ -201,10 +201,27 @@ def table4(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]
     return _markdown(f"{benchmark}: Table 4", note, rows), rows
 
 
+def row_runs(cfg: Config, benchmark: str, rows: list[dict[str, Any]],
+             results: dict[str, Any]) -> list[tuple[int, dict[str, Any], list[Run]]]:
+    """``(number, row, its runs that have results)`` for each row of a benchmark's row list
+    (attribution, gap, codecs); with ``samc table --partial`` a row's list may be empty."""
+    return [(i, row, [r for r in attribution_row_runs(cfg, benchmark, row) if r.name in results])
+            for i, row in enumerate(rows, 1)]
+
+
+def paired_by_seed(mine: dict[int, float], theirs: dict[int, float]) -> Any:
+    """The paired difference (samc.stats) of ACC over the seeds both rows have, None if none."""
+    from samc.stats import paired_difference
+
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    return paired_difference([mine[s] for s in seeds], [theirs[s] for s in seeds])
+
+
 def attribution(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
     rows = []
-    for i, row in enumerate(spec(cfg, benchmark).attribution, 1):
-        rs = [r for r in attribution_row_runs(cfg, benchmark, row) if r.name in results]
+    for i, row, rs in row_runs(cfg, benchmark, spec(cfg, benchmark).attribution, results):
         if not rs:                                    # samc table --partial: a row not run yet
             continue
         res = [results[r.name] for r in rs]
@@ -235,23 +252,17 @@ def _forgetting(res: list[dict[str, Any]]) -> list[float]:
 def gap(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
     """Each departure of the authors' code from the paper, and all together, against our default SAMC
     and our GEM: paired by seed (the seeds both rows have), mean difference and its 95% interval."""
-    from samc.stats import paired_difference
-
-    rows_spec = spec(cfg, benchmark).gap
-    by_row = []
-    for row in rows_spec:
-        rs = [r for r in attribution_row_runs(cfg, benchmark, row) if r.name in results]
-        by_row.append((row, {r.seed: results[r.name] for r in rs}))
+    by_row = [(row, {r.seed: results[r.name] for r in rs})
+              for _, row, rs in row_runs(cfg, benchmark, spec(cfg, benchmark).gap, results)]
     refs = {row["ref"]: got for row, got in by_row if row.get("ref")}
 
     def versus(got: dict[int, dict], ref: str) -> str:
         other = refs.get(ref)
         if other is None or other is got:
             return "—"
-        seeds = sorted(set(got) & set(other))
-        if not seeds:
+        d = paired_by_seed({s: x["acc"] for s, x in got.items()}, {s: x["acc"] for s, x in other.items()})
+        if d is None:
             return "—"
-        d = paired_difference([got[s]["acc"] for s in seeds], [other[s]["acc"] for s in seeds])
         return f"{d} (n={d.n})" if d.n > 1 else str(d)
 
     rows = []
@@ -342,8 +353,13 @@ def _config(cfg: Config, run: Run) -> Config:
     return cfg.with_overrides(run.overrides)
 
 
+def _codecs(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict], Any]:
+    from samc.codec_table import codecs      # it reads this module's helpers
+    return codecs(cfg, benchmark, runs, results)
+
+
 TABLES = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "attribution": attribution,
-          "gap": gap}
+          "gap": gap, "codecs": _codecs}
 FIGURES = {"figure3": figure3, "figure5": figure5, "figure2": figure2}
 
 
@@ -366,13 +382,8 @@ def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], 
             "runs": {r.name: list(r.overrides) for r in runs}, "missing_runs": missing,
             "devices": _devices(runs, results), "params": cfg.to_dict()}
     written = []
-    fig = None
-    if artifact in TABLES or artifact == "codecs":
-        if artifact == "codecs":
-            from samc.codec_table import codecs
-            text, rows, fig = codecs(cfg, benchmark, runs, results)
-        else:
-            text, rows = TABLES[artifact](cfg, benchmark, runs, results)
+    if artifact in TABLES:
+        text, rows, *figure = TABLES[artifact](cfg, benchmark, runs, results)   # a table may bring its figure
         if missing:
             title, _, rest = text.partition("\n")
             text = (f"{title} (PARTIAL: {len(runs)} of {len(runs) + len(missing)} runs)\n{rest}\n"
@@ -384,8 +395,8 @@ def write_artifact(cfg: Config, benchmark: str, artifact: str, runs: list[Run], 
         io.write_text(out / f"{artifact}.csv", csv_text(rows))
         io.write_text(out / f"{artifact}.md", text)
         written = [out / f"{artifact}.md", out / f"{artifact}.csv"]
-        if fig is not None:
-            save_png(fig, out / f"{artifact}.png")
+        if figure:
+            save_png(figure[0], out / f"{artifact}.png")
             written.append(out / f"{artifact}.png")
     else:
         fig, rows = FIGURES[artifact](cfg, benchmark, runs, results)

@@ -11,6 +11,7 @@ fresh one, with the same result bit for bit.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -72,6 +73,7 @@ def device_name(device: torch.device) -> str:
     return f"cpu: {cpu_model()}, {torch.get_num_threads()} threads"
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name (its float kernels, AMX or not, change a run's numerics), else its architecture."""
     try:

@@ -52,6 +52,13 @@ def check_image_mask(image: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
+def check_int16_sides(image: np.ndarray, codec: str) -> None:
+    """Row and column indices of a COO-style record are int16: H and W must fit."""
+    _, h, w = image.shape
+    if h > INT16_MAX or w > INT16_MAX:
+        raise MemoryFormatError(f"image.shape: H, W must fit int16 for {codec}, got {image.shape}")
+
+
 def as_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise MemoryFormatError(f"{what}: expected an int, got {value!r}")

@@ -7,6 +7,7 @@ continue with the next task, bit for bit.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -64,7 +65,7 @@ class Method:
         self.generator = torch.Generator().manual_seed(cfg.train.seed + 7919)
         self.mask_generator = torch.Generator().manual_seed(cfg.train.seed + 7919)   # samc.mask=random
 
-    @property
+    @functools.cached_property
     def codec(self) -> Codec:
         """The memory's codec: ``memory.codec``, or the method's own for ``auto``."""
         spec = self.cfg.memory.codec
@@ -72,9 +73,7 @@ class Method:
             if self.default_codec is None:
                 raise ValueError(f"method {self.name!r} keeps no codec-coded memory")
             spec = self.default_codec
-        if getattr(self, "_codec", None) is None or self._codec_spec != spec:
-            self._codec, self._codec_spec = get_codec(spec), spec
-        return self._codec
+        return get_codec(spec)
 
     def masks(self, x: torch.Tensor, y: torch.Tensor, t: int, train_mode: bool = False) -> np.ndarray:
         """Eq. 4.4 for a batch, for a saliency codec: bool (B, H, W), True where the pixel is kept

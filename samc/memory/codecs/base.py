@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -115,10 +115,6 @@ class Codec(ABC):
 
 def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def values_of(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    return dict(params or {})
 
 
 def hwc(image: np.ndarray) -> np.ndarray:

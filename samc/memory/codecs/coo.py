@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from samc.memory.codecs.base import Codec
-from samc.memory.errors import (INT16_MAX, UINT16_MAX, MemoryFormatError, as_int, check_image_mask,
+from samc.memory.errors import (UINT16_MAX, MemoryFormatError, as_int, check_image_mask, check_int16_sides,
                                 check_shape)
 
 
@@ -32,9 +32,7 @@ def coo(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndar
     row-major pixel order.
     """
     image, mask = check_image_mask(image, mask)
-    _, h, w = image.shape
-    if h > INT16_MAX or w > INT16_MAX:
-        raise MemoryFormatError(f"image.shape: H, W must fit int16 for COO, got {image.shape}")
+    check_int16_sides(image, "COO")
     rows, cols = np.nonzero(mask)
     values = np.ascontiguousarray(image[:, rows, cols].T)
     return rows.astype(np.int16), cols.astype(np.int16), values
@@ -94,9 +92,7 @@ class Coo(Codec):
     uses_saliency = True
 
     def _encode(self, image: np.ndarray, mask: np.ndarray) -> bytes:
-        _, h, w = image.shape
-        if h > INT16_MAX or w > INT16_MAX:
-            raise MemoryFormatError(f"image.shape: H, W must fit int16 for coo, got {image.shape}")
+        check_int16_sides(image, "coo")
         k = int(np.count_nonzero(mask))
         if k > UINT16_MAX:
             raise MemoryFormatError(f"mask: {k} kept pixels overflow the 2-byte COO count")

@@ -28,7 +28,7 @@ from numcodecs import Delta, Zstd
 
 from samc.memory.codecs.base import Codec
 from samc.memory.codecs.coo import coo_payload, parse_coo_payload
-from samc.memory.errors import INT16_MAX, MemoryFormatError, as_int, check_shape
+from samc.memory.errors import MemoryFormatError, as_int, check_int16_sides, check_shape
 
 #: version stored in the high nibble of a sparse record's header byte
 SPARSE_VERSION = 1
@@ -128,9 +128,8 @@ class Sparse(Codec):
     uses_saliency = True
 
     def _encode(self, image: np.ndarray, mask: np.ndarray) -> bytes:
-        c, h, w = image.shape
-        if h > INT16_MAX or w > INT16_MAX:
-            raise MemoryFormatError(f"image.shape: H, W must fit int16 for sparse, got {image.shape}")
+        c = image.shape[0]
+        check_int16_sides(image, "sparse")
         # smallest of the candidate layouts; ties go to the cheapest layout to decode
         k = int(np.count_nonzero(mask))
         coo_size = k * (4 + c)
