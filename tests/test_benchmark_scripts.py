@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import numpy as np
+
 from samc.data.store import dataset_params, write_tasks
 from samc.train import load_tasks, run_stream
 from tests.helpers import ROOT, tiny_config
@@ -63,3 +65,23 @@ def test_device_runs_runs_an_artifact_in_parallel_and_collects_its_results(tmp_p
                           "--runs", "gem-s0", "--out", str(tmp_path / "x"), "--set", "samc.mu=0.3"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and "samc.mu=0.3" in bad.stderr
+
+
+def test_codec_bytes_prints_one_row_per_codec(tmp_path):
+    """benchmarks/codec_bytes.py on a small ImageFolder: every codec, raw at exactly C*H*W bytes."""
+    from PIL import Image
+
+    from samc.memory import CODECS
+
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        folder = tmp_path / "imgs" / f"c{k % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "codec_bytes.py"), "--root",
+                          str(tmp_path / "imgs"), "--n", "4"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("| ") and not ln.startswith("| codec")
+             and not ln.startswith("| ---")]
+    assert [ln.split(" | ")[0][2:] for ln in lines] == list(CODECS)
+    assert lines[0].split(" | ")[1] == str(3 * 16 * 16)
