@@ -13,7 +13,14 @@ drawn from task 1's training images: the cosine between the memory's gradient an
 task 1's test loss (task-1 head, eval mode), the completion error, and the task-1 model's accuracy
 on the completed images. All runs side by side, one process, 1 thread.
 
+Codec rows (issue 17): the same budget filled with the records of each ``--codecs`` memory codec
+(``samc.memory.codecs``; the saliency-based ones get Grad-CAM masks at μ 0.6), decoded, with what a
+codec leaves missing filled by Telea (GEM's rule fill). Every row gives the memory's gradient in
+eval mode and in train mode (BatchNorm on the memory's own batch statistics, as GEM computes its
+constraints during training), each against the task's test-loss gradient.
+
     python benchmarks/memory_fidelity.py --data data/benchmarks/split-cifar10
+    python benchmarks/memory_fidelity.py --data data/benchmarks/split-cifar10 --rows codecs
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import argparse
 import copy
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,11 +36,14 @@ import torch.nn.functional as F
 
 from samc.data.store import read_tasks
 from samc.inpaint import complete, finetune_ae, masked_mse
-from samc.memory import encode
+from samc.memory import MemoryFormatError, encode, get_codec
 from samc.models import InpaintAE, ResNet18
 from samc.saliency import grad_cam, matched_mask
 
 log = logging.getLogger("memory_fidelity")
+
+#: the codec rows by default: every plain codec and every saliency-based one (issue 17)
+CODEC_ROWS = ("raw", "lossless", "jxl", "jxl:distance=2", "webp", "sparse", "salient_lowres", "salient_blur")
 
 
 def train_task(model: ResNet18, task, t: int, lr: float, batch: int, gen: torch.Generator,
@@ -50,9 +61,16 @@ def train_task(model: ResNet18, task, t: int, lr: float, batch: int, gen: torch.
         opt.step()
 
 
-def flat_grad(model: ResNet18, x: torch.Tensor, y: torch.Tensor, t: int, chunk: int = 500) -> torch.Tensor:
-    """∇θ of the mean cross-entropy over (x, y) on head ``t``, eval mode (running statistics untouched)."""
-    model.eval()
+def flat_grad(model: ResNet18, x: torch.Tensor, y: torch.Tensor, t: int, chunk: int = 500,
+              train: bool = False) -> torch.Tensor:
+    """∇θ of the mean cross-entropy over (x, y) on head ``t``: eval mode (running statistics), or
+    ``train`` mode (one batch, BatchNorm on its own statistics, on a copy: ``model``'s running
+    statistics stay untouched), as GEM's constraint gradients are computed during training."""
+    if train:
+        model = copy.deepcopy(model).train()
+        chunk = len(y)
+    else:
+        model.eval()
     model.zero_grad(set_to_none=True)
     for i in range(0, len(y), chunk):
         loss = F.cross_entropy(model(x[i:i + chunk], t), y[i:i + chunk], reduction="sum") / len(y)
@@ -76,6 +94,44 @@ def masks_for(model: ResNet18, images: np.ndarray, labels: np.ndarray, t: int, m
     return matched_mask(sal, mu, kind, gen).numpy()
 
 
+@dataclass
+class Stored:
+    """One variant's memory candidates: the bytes each pool image costs, the images as the
+    constraint sees them (decoded and completed, float in [0, 1]) and the pixels known exactly."""
+
+    sizes: np.ndarray
+    images: torch.Tensor
+    known: np.ndarray
+
+
+def samc_stored(args, model1, t1, pool, k, gen, mu, kind, variant) -> Stored:
+    """SAMC's memory of the pool (Eq. 4.4-4.6) in one of issue 16's variants."""
+    masks = masks_for(model1, t1.x_train[pool], t1.y_train[pool], 0, mu, kind, gen, variant == "authors")
+    completion = "rule+ae" if variant == "ours" else "rule"
+    ae = InpaintAE(t1.x_train.shape[1])
+    if completion == "rule+ae":
+        finetune_ae(ae, t1.x_train[pool[:k]], masks[:k], steps=args.ae_steps, generator=gen)
+    if variant == "authors":              # C values per kept pixel, no index (their budget)
+        sizes = t1.x_train.shape[1] * masks.reshape(len(masks), -1).sum(1)
+    else:
+        sizes = np.array([len(encode(img, m, "sparse")) for img, m in zip(t1.x_train[pool], masks)])
+    return Stored(sizes, complete(t1.x_train[pool], masks, completion, ae=ae), masks)
+
+
+def codec_stored(model1, t1, pool, gen, spec: str, mu: float) -> Stored:
+    """The pool stored by a memory codec (issue 17), decoded; what it leaves missing filled by Telea."""
+    codec = get_codec(spec)
+    images = t1.x_train[pool]
+    masks = (masks_for(model1, images, t1.y_train[pool], 0, mu, "saliency", gen) if codec.uses_saliency
+             else np.ones((len(pool), *images.shape[2:]), dtype=bool))
+    records = [codec.encode(img, m) for img, m in zip(images, masks)]
+    decoded = [codec.decode(r, images.shape[1:]) for r in records]
+    dec = np.stack([d[0] for d in decoded])
+    known = np.stack([d[1] for d in decoded])
+    x = complete(dec, known, "rule", prefilled=codec.fills)
+    return Stored(np.array([len(r) for r in records]), x, known)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="a prepared benchmark folder (samc prepare)")
@@ -85,8 +141,17 @@ def main() -> None:
     ap.add_argument("--ae-steps", type=int, default=200)
     ap.add_argument("--ae-pairs", type=int, default=256, help="(masked, true) pairs the AE is fine-tuned on")
     ap.add_argument("--train-images", type=int, default=None, help="images per training epoch (default: all)")
+    ap.add_argument("--rows", choices=("all", "samc", "codecs"), default="all",
+                    help="SAMC's variants (issue 16), the memory codecs (issue 17), or both")
+    ap.add_argument("--codecs", nargs="+", default=list(CODEC_ROWS), metavar="SPEC",
+                    help="memory codec specs for the codec rows (memory.codec syntax)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for spec in args.codecs:
+        try:
+            get_codec(spec)
+        except MemoryFormatError as e:
+            ap.error(f"--codecs: {e}")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     tasks = read_tasks(args.data)
@@ -107,63 +172,73 @@ def main() -> None:
              acc2, float(g_task.norm()), time.perf_counter() - t0)
 
     budget = args.budget * t1.x_train[0].size
-    # (row, mu, mask, SAMC variant); mu None = dense images: the budget's count, or (last) as many as SAMC
-    # stores at mu 0.6 -- the upper bound of "more images". Variants (issue 16): "ours" (Grad-CAM on
+    # (row, how the pool is stored); None = dense images: the budget's count, or as many as the row
+    # named stores -- the upper bound of "more images". SAMC variants (issue 16): "ours" (Grad-CAM on
     # the label in eval mode, Telea + autoencoder, real bytes), "telea" (Telea only), "authors"
     # (predicted class, train-mode Grad-CAM, Telea only, 3 values per kept pixel)
-    variants = [("GEM, dense", None, "budget", None), ("SAMC mu 0.4", 0.4, "saliency", "ours"),
-                ("SAMC mu 0.6", 0.6, "saliency", "ours"), ("SAMC mu 0.6, random mask", 0.6, "random", "ours"),
-                ("SAMC mu 0.6, inverted mask", 0.6, "inverted", "ours"), ("SAMC mu 0.8", 0.8, "saliency", "ours"),
-                ("SAMC mu 0.6, Telea only", 0.6, "saliency", "telea"),
-                ("SAMC mu 0.6, authors' settings", 0.6, "saliency", "authors"),
-                ("GEM, dense, SAMC's count", None, "SAMC mu 0.6", None)]
+    samc_rows = [("SAMC mu 0.4", (0.4, "saliency", "ours")), ("SAMC mu 0.6", (0.6, "saliency", "ours")),
+                 ("SAMC mu 0.6, random mask", (0.6, "random", "ours")),
+                 ("SAMC mu 0.6, inverted mask", (0.6, "inverted", "ours")),
+                 ("SAMC mu 0.8", (0.8, "saliency", "ours")), ("SAMC mu 0.6, Telea only", (0.6, "saliency", "telea")),
+                 ("SAMC mu 0.6, authors' settings", (0.6, "saliency", "authors"))]
+    codec_rows = [(f"codec {spec}", spec) for spec in args.codecs]
+    variants: list[tuple[str, object]] = [("GEM, dense", "budget")]
+    if args.rows in ("all", "samc"):
+        variants += [*samc_rows, ("GEM, dense, SAMC's count", "SAMC mu 0.6")]
+    if args.rows in ("all", "codecs"):
+        variants += codec_rows
     pool = torch.randperm(len(t1.y_train), generator=gen).numpy()[:3000]   # memories are drawn from these
     k = min(args.ae_pairs, len(pool) // 2)  # the first k of the pool: the AE's pairs, never a memory
+    truth = torch.from_numpy(t1.x_train[pool]).float().div_(255.0)
     rows = {}
-    for name, mu, kind, variant in variants:
-        if mu is not None:
-            masks = masks_for(model1, t1.x_train[pool], t1.y_train[pool], 0, mu, kind, gen, variant == "authors")
-            completion = "rule+ae" if variant == "ours" else "rule"
-            ae = InpaintAE(t1.x_train.shape[1])
-            if completion == "rule+ae":
-                finetune_ae(ae, t1.x_train[pool[:k]], masks[:k], steps=args.ae_steps, generator=gen)
-            if variant == "authors":              # C values per kept pixel, no index (their budget)
-                sizes = t1.x_train.shape[1] * masks.reshape(len(masks), -1).sum(1)
-            else:
-                sizes = np.array([len(encode(img, m, "sparse")) for img, m in zip(t1.x_train[pool], masks)])
-        cos, cos_n, counts, mse, acc = [], [], [], [], []
+    for name, how in variants:
+        stored = None
+        if isinstance(how, tuple):
+            stored = samc_stored(args, model1, t1, pool, k, gen, *how)
+        elif name.startswith("codec "):
+            stored = codec_stored(model1, t1, pool, gen, how, 0.6)
+        cos, cos_tr, cos_n, counts, mse, mse_all, acc = [], [], [], [], [], [], []
         for d in range(args.draws):
             order = k + torch.randperm(len(pool) - k, generator=gen).numpy()
-            if mu is not None:
-                n = int(np.searchsorted(np.cumsum(sizes[order]), budget, side="right"))
+            if stored is not None:
+                n = int(np.searchsorted(np.cumsum(stored.sizes[order]), budget, side="right"))
             else:
-                n = args.budget if kind == "budget" else int(round(rows[kind][0]))
+                n = args.budget if how == "budget" else int(round(rows[how]["images"]))
             pick = order[:n]
-            images, labels = t1.x_train[pool[pick]], torch.from_numpy(t1.y_train[pool[pick]])
-            dense = torch.from_numpy(images).float().div_(255.0)
-            x = dense if mu is None else complete(images, masks[pick], completion, ae=ae)
+            labels = torch.from_numpy(t1.y_train[pool[pick]])
+            dense = truth[pick]
+            x = dense if stored is None else stored.images[pick]
             with torch.no_grad():
                 model1.eval()
                 acc.append(float((model1(x, 0).argmax(1) == labels).float().mean()) * 100)
             g = flat_grad(model2, x, labels, 0)
             cos.append(float(F.cosine_similarity(g, g_task, dim=0)))
-            if mu is not None:             # the same images, uncompleted: what completion costs
-                mse.append(masked_mse(x, images, masks[pick]))
+            cos_tr.append(float(F.cosine_similarity(flat_grad(model2, x, labels, 0, train=True), g_task, dim=0)))
+            if stored is not None:             # the same images, uncompressed: what storing them costs
+                mse.append(masked_mse(x, t1.x_train[pool[pick]], stored.known[pick]))
+                mse_all.append(float(((x - dense) ** 2).mean()))
                 cos_n.append(float(F.cosine_similarity(g, flat_grad(model2, dense, labels, 0), dim=0)))
             counts.append(n)
-        rows[name] = (np.mean(counts), np.mean(cos), np.std(cos), np.mean(cos_n) if cos_n else None,
-                      np.mean(mse) if mse else None, np.mean(acc))
+        rows[name] = {"images": np.mean(counts), "cos": np.mean(cos), "cos_std": np.std(cos),
+                      "cos_train": np.mean(cos_tr), "cos_train_std": np.std(cos_tr),
+                      "cos_dense": np.mean(cos_n) if cos_n else None, "mse_dropped": np.mean(mse) if mse else None,
+                      "mse": np.mean(mse_all) if mse_all else None, "acc": np.mean(acc)}
         log.info("%s done (%.0f s)", name, time.perf_counter() - t0)
-    shown = [variants[0][0], variants[-1][0], *(v[0] for v in variants[1:-1])]   # the two GEM rows first
+    shown = [v[0] for v in variants if v[0].startswith("GEM")] + [v[0] for v in variants if not v[0].startswith("GEM")]
 
     print(f"\nmemory fidelity, task 1 of {args.data}, budget {args.budget} raw images, {args.draws} draws, "
           f"seed {args.seed} (task-1 test accuracy after task 2: {acc2:.1f}); {time.perf_counter() - t0:.0f} s")
-    print(f"{'memory':30s} {'images':>7s} {'cos(g_mem, g_task)':>20s} {'cos(g_compl, g_dense)':>22s} "
-          f"{'dropped-pixel MSE':>18s} {'acc on memory':>14s}")
+    print("cos: of the memory's loss gradient with task 1's test-loss gradient (eval mode), memory in eval / "
+          "train mode; vs dense: with the same images uncompressed (eval); MSE on the pixels not stored "
+          "exactly, and on all pixels")
+    print(f"{'memory':34s} {'images':>7s} {'cos eval':>15s} {'cos train':>15s} {'vs dense':>9s} "
+          f"{'MSE dropped':>12s} {'MSE all':>8s} {'acc on memory':>14s}")
+    fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     for name in shown:
-        n, c, s, cn, m, a = rows[name]
-        print(f"{name:30s} {n:7.1f} {c:13.3f} ± {s:.3f} {'' if cn is None else f'{cn:.3f}':>22s} "
-              f"{'' if m is None else f'{m:.4f}':>18s} {'' if a is None else f'{a:.1f}':>14s}")
+        r = rows[name]
+        print(f"{name:34s} {r['images']:7.1f} {r['cos']:7.3f} ± {r['cos_std']:.3f} {r['cos_train']:7.3f} ± "
+              f"{r['cos_train_std']:.3f} {fmt(r['cos_dense'], '.3f'):>9s} {fmt(r['mse_dropped'], '.4f'):>12s} "
+              f"{fmt(r['mse'], '.5f'):>8s} {r['acc']:14.1f}")
 
 
 if __name__ == "__main__":

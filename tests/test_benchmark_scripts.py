@@ -21,15 +21,32 @@ def test_memory_fidelity_prints_one_row_per_memory(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {}
     for line in out.stdout.splitlines():
-        m = re.match(r"^(GEM.*?|SAMC.*?)\s+(\d+\.\d)\s+(-?\d\.\d{3}) ± (\d\.\d{3})", line)
+        m = re.match(r"^(GEM.*?|SAMC.*?|codec \S+)\s+(\d+\.\d)\s+(-?\d\.\d{3}) ± (\d\.\d{3})\s+(-?\d\.\d{3}) ± "
+                     r"(\d\.\d{3})\s+(.*)$", line)
         if m:
-            rows[m.group(1).strip()] = (float(m.group(2)), float(m.group(3)))
+            rows[m.group(1).strip()] = (float(m.group(2)), float(m.group(3)), float(m.group(5)), m.group(7).split())
+    codecs = {f"codec {c}" for c in ("raw", "lossless", "jxl", "jxl:distance=2", "webp", "sparse",
+                                     "salient_lowres", "salient_blur")}
     assert set(rows) == {"GEM, dense", "GEM, dense, SAMC's count", "SAMC mu 0.4", "SAMC mu 0.6",
                          "SAMC mu 0.6, random mask", "SAMC mu 0.6, inverted mask", "SAMC mu 0.8",
-                         "SAMC mu 0.6, Telea only", "SAMC mu 0.6, authors' settings"}, out.stdout
+                         "SAMC mu 0.6, Telea only", "SAMC mu 0.6, authors' settings"} | codecs, out.stdout
     assert rows["GEM, dense"][0] == 4.0                      # the budget, in dense images
     assert rows["SAMC mu 0.8"][0] >= rows["SAMC mu 0.4"][0] and rows["SAMC mu 0.8"][0] > 4.0   # sparser: more fit
-    assert all(-1.0 <= cos <= 1.0 for _, cos in rows.values())
+    assert all(-1.0 <= cos <= 1.0 and -1.0 <= cos_train <= 1.0 for _, cos, cos_train, _ in rows.values())
+    # raw records are the dense images: the same count, the same images (nothing lost, cos 1 to dense)
+    assert rows["codec raw"][0] == 4.0 and rows["codec raw"][3][:3] == ["1.000", "0.0000", "0.00000"]
+    assert rows["codec lossless"][3][1:3] == ["0.0000", "0.00000"] and rows["codec lossless"][0] > 4.0
+    assert rows["codec webp"][0] > rows["codec lossless"][0] and float(rows["codec webp"][3][2]) > 0
+    # codec rows alone, and a bad spec named
+    only = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory_fidelity.py"), "--data",
+                           str(tmp_path / "prepared"), "--draws", "1", "--budget", "4", "--rows", "codecs",
+                           "--codecs", "raw", "webp:quality=20"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert only.returncode == 0, only.stderr[-2000:]
+    assert "codec webp:quality=20" in only.stdout and "SAMC mu" not in only.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory_fidelity.py"), "--data",
+                          str(tmp_path / "prepared"), "--codecs", "webp:quality=500"], capture_output=True, text=True,
+                         timeout=600, cwd=ROOT)
+    assert bad.returncode == 2 and "--codecs" in bad.stderr and "quality" in bad.stderr, bad.stderr
 
 
 def test_bench_speed_prints_every_table(tmp_path):
