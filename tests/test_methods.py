@@ -219,7 +219,7 @@ def test_codec_parameter_is_checked_against_the_method():
 
 @pytest.mark.parametrize("name, codec", [("gem", "jxl:distance=2"), ("agem", "webp:quality=30"),
                                          ("gem", "salient_lowres"), ("er", "jxl:distance=2"),
-                                         ("mer", "sparse")])
+                                         ("mer", "sparse"), ("icarl", "webp:quality=30"), ("icarl", "sparse")])
 def test_replay_methods_store_codec_records_within_the_same_bytes(tasks, name, codec):
     raw = _method(name)
     coded = _method(name, f"memory.codec={codec}")
@@ -237,6 +237,14 @@ def test_replay_methods_store_codec_records_within_the_same_bytes(tasks, name, c
     if name in ("gem", "agem"):
         x = coded.memory_inputs(0)
         assert x.shape == images.shape and float(x.min()) >= 0 and float(x.max()) <= 1
+    if name == "icarl":     # the exemplars: per class a longer prefix of the same herding order, decoded
+        for c in (0, 1):
+            ours, theirs = coded.ex_i[0][coded.ex_y[0] == c].tolist(), raw.ex_i[0][raw.ex_y[0] == c].tolist()
+            assert len(ours) > len(theirs) and ours[:len(theirs)] == theirs
+        restored = torch.stack([coded.restore_record(r, images.shape[1:]) for r in b.records])
+        assert torch.equal(coded.ex_x[0], restored)
+        if not coded.codec.uses_saliency:
+            assert torch.equal(restored, torch.from_numpy(images))
 
 
 def test_budget_counts_all_charges_the_autoencoder(tmp_path, tasks):

@@ -21,7 +21,8 @@ def tasks():
 
 
 @pytest.mark.parametrize("method, codec", [("samc", "auto"), ("er", "auto"), ("gem", "jxl:distance=2"),
-                                           ("er", "salient_lowres"), ("samc", "salient_lowres")])
+                                           ("er", "salient_lowres"), ("samc", "salient_lowres"),
+                                           ("icarl", "salient_blur")])
 def test_resume_after_task_2_equals_uninterrupted(tmp_path, tasks, method, codec):
     cfg = tiny_config(f"train.method={method}", f"memory.codec={codec}")
     full = run_stream(cfg, tmp_path / "full", progress=False, tasks=tasks)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from samc.config import Config
 from samc.data import Task
+from samc.inpaint import complete
 from samc.memory import Codec, TaskMemory, budget_bytes, get_codec
 from samc.models import ResNet18
 from samc.saliency import grad_cam, matched_mask
@@ -74,6 +75,16 @@ class Method:
                 raise ValueError(f"method {self.name!r} keeps no codec-coded memory")
             spec = self.default_codec
         return get_codec(spec)
+
+    def restore_record(self, record: bytes, shape: tuple[int, ...]) -> torch.Tensor:
+        """A record as the uint8 image replay uses: decoded, what the codec left missing filled by
+        the rule-based R of Eq. 4.6 (``samc.rule``)."""
+        image, known = self.codec.decode(record, shape)
+        if known.all() or self.codec.fills:
+            return torch.from_numpy(image)
+        with self.timer("inpaint"):
+            filled = complete(image[None], known[None], "rule", rule=self.cfg.samc.rule)
+        return filled[0].mul_(255.0).round_().to(torch.uint8)
 
     def masks(self, x: torch.Tensor, y: torch.Tensor, t: int, train_mode: bool = False) -> np.ndarray:
         """Eq. 4.4 for a batch, for a saliency codec: bool (B, H, W), True where the pixel is kept

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samc.inpaint import complete
 from samc.memory import TaskMemory, dense_task_memory
 from samc.memory.reservoir import ByteReservoir
 from samc.methods.base import Batch, Method, TaskContext
@@ -71,13 +70,8 @@ class ER(Method):
             self.buf_x[slot], self.buf_y[slot], self.buf_t[slot], self.buf_i[slot] = x, y, t, index
 
     def decode_record(self, record: bytes) -> torch.Tensor:
-        """A record as the uint8 image replay uses: decoded, missing pixels filled by R (Eq. 4.6)."""
-        image, known = self.codec.decode(record, self.shape)
-        if known.all() or self.codec.fills:
-            return torch.from_numpy(image)
-        with self.timer("inpaint"):
-            filled = complete(image[None], known[None], "rule", rule=self.cfg.samc.rule)
-        return filled[0].mul_(255.0).round_().to(torch.uint8)
+        """A record as the uint8 image replay uses (Eq. 4.6's R for what the codec left missing)."""
+        return self.restore_record(record, self.shape)
 
     def coded_add(self, batch: Batch, t: int) -> None:
         """Offer each sample of the batch to the byte reservoir; encode only those it admits."""
