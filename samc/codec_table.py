@@ -1,7 +1,7 @@
 """The codec benchmark (issue 17): replay methods x memory codecs at the same bytes.
 
-One row per entry of ``benchmarks.<name>.codecs``: images stored per task, the records' bytes per
-task, the bytes of the parameters needed to read the memory back (SAMC's autoencoder, charged
+One row per entry of ``benchmarks.<name>.codecs``: images stored per task and the records' bytes
+per task when the stream ends, the bytes of the parameters needed to read the memory back (SAMC's autoencoder, charged
 once), the total, ACC, BWT, learned (mean of R's diagonal) and forgetting as mean ± std over the
 row's seeds, and the paired ΔACC (same seed = same data order and initialisation) against the row
 its ``vs`` names, with the 95% Student-t interval. The figure plots ACC against images per task
@@ -29,9 +29,23 @@ def model_bytes(result: dict[str, Any], cfg: Config) -> int:
     return 0
 
 
+def held(result: dict[str, Any], cfg: Config) -> tuple[float, float, int]:
+    """(images per task, record bytes per task, most record bytes held at once) of a run: what it
+    holds when the stream ends, every task's records (a reservoir's whole buffer), per task. Runs made
+    before this was recorded: the sum of the task memories, or for a reservoir (er, mer) its buffer
+    after task 1, when it held only task 1's records (exact for raw, whose buffer is full by then)."""
+    n = len(result["memory_bytes"])
+    if result.get("memory_held_bytes"):
+        images, nbytes = result["memory_held_images"][-1], result["memory_held_bytes"][-1]
+        return images / n, nbytes / n, max(result["memory_held_bytes"])
+    if cfg.train.method in ("er", "mer"):
+        return result["memory_images"][0] / n, result["memory_bytes"][0] / n, result["memory_bytes"][0]
+    return sum(result["memory_images"]) / n, sum(result["memory_bytes"]) / n, sum(result["memory_bytes"])
+
+
 def codec_rows(cfg: Config, benchmark: str, results: dict[str, Any]) -> list[dict[str, Any]]:
     """Per row of the definition: its label, method, codec, and per seed the numbers plotted."""
-    from samc.tables import _config, _forgetting, _learned, _per_task, row_runs
+    from samc.tables import _config, _forgetting, _learned, row_runs
 
     out = []
     for i, row, rs in row_runs(cfg, benchmark, spec(cfg, benchmark).codecs, results):
@@ -40,13 +54,14 @@ def codec_rows(cfg: Config, benchmark: str, results: dict[str, Any]) -> list[dic
         res = [results[r.name] for r in rs]
         c = _config(cfg, rs[0])
         model = [model_bytes(x, _config(cfg, r)) for x, r in zip(res, rs)]
+        kept = [held(x, _config(cfg, r)) for x, r in zip(res, rs)]
         out.append({
             "#": i, "row": row["row"], "method": row["method"], "ref": row.get("ref"), "vs": row.get("vs"),
             "codec": c.memory.codec if c.memory.codec != "auto" else ("sparse" if row["method"] == "samc" else "raw"),
             "seeds": [r.seed for r in rs], "acc": [x["acc"] for x in res], "bwt": [x["bwt"] for x in res],
-            "learned": _learned(res), "forgetting": _forgetting(res), "images": _per_task(res, "memory_images"),
-            "records_kb": [b / 1e3 for b in _per_task(res, "memory_bytes")], "model_kb": [m / 1e3 for m in model],
-            "total_kb": [(sum(x["memory_bytes"]) + m) / 1e3 for x, m in zip(res, model)],
+            "learned": _learned(res), "forgetting": _forgetting(res), "images": [k[0] for k in kept],
+            "records_kb": [k[1] / 1e3 for k in kept], "model_kb": [m / 1e3 for m in model],
+            "total_kb": [(k[2] + m) / 1e3 for k, m in zip(kept, model)],
         })
     return out
 
@@ -73,11 +88,12 @@ def codecs(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]
     b = spec(cfg, benchmark)
     budget = b.set.get("memory.images_per_task", cfg.memory.images_per_task)
     note = ("Memory codecs at the same byte budget (issue 17): every row's FIFO or reservoir holds "
-            f"{budget} raw images' bytes per task, each record charged by its real length (headers "
-            "included). Total KB = all tasks' records + the parameters needed to read them back (SAMC's "
-            "autoencoder, float32, once). images/task and records KB/task: mean over the tasks that keep "
-            "a memory. Mean ± std over the seeds listed; ΔACC: mean paired difference of ACC to the row "
-            "named (same seeds), with its 95% Student-t interval (samc.stats).")
+            f"{budget} raw images' bytes per task (a reservoir, ER's, the bytes of all tasks' from the "
+            "start), each record charged by its real length (headers included). images/task and records "
+            "KB/task: what the memory holds when the stream ends (every task's records), per task. Total KB "
+            "= the most record bytes held at once + the parameters needed to read them back (SAMC's "
+            "autoencoder, float32, once). Mean ± std over the seeds listed; ΔACC: mean paired difference of "
+            "ACC to the row named (same seeds), with its 95% Student-t interval (samc.stats).")
     fig = _figure(rows, benchmark)
     return _markdown(f"{benchmark}: memory codecs at equal bytes", note, table), table, fig
 

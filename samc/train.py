@@ -255,12 +255,15 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
         accs = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict, precision,
                         learner.tests)
     memory = method.task_memory(t)
+    held = [m for m in (method.task_memory(k) for k in range(t + 1)) if m is not None]
     row: dict[str, Any] = {
         "task": t + 1,
         "accuracies": accs,
         "train_loss": float(np.mean(losses)) if losses else None,
         "steps": len(losses),
         "memory": describe(memory) if memory is not None else None,
+        # everything the method holds now, every task's records (a reservoir's whole buffer)
+        "memory_held": {"n_images": sum(len(m) for m in held), "nbytes": sum(m.nbytes for m in held)},
         "memory_model_bytes": method.model_nbytes(),
         "timings": {**learner.timer.as_dict(), "total": round(time.perf_counter() - start, 4)},
         "device": device_name(device),
@@ -325,6 +328,7 @@ def collect(run_dir: Path, n_tasks: int) -> dict[str, Any]:
     rows = [io.read_json(task_dir(run_dir, t) / "metrics.json") for t in range(n_tasks)]
     R = accuracy_matrix(rows)
     baseline = rows[0].get("baseline_accuracies")
+    held = all("memory_held" in r for r in rows)          # recorded since issue 17
     out = {
         **summary(R, np.array(baseline) if baseline else None),
         "accuracy_matrix": R.round(4).tolist(),
@@ -332,8 +336,12 @@ def collect(run_dir: Path, n_tasks: int) -> dict[str, Any]:
         "memory_bytes": [r["memory"]["nbytes"] if r["memory"] else 0 for r in rows],
         # every byte a memory needs: the records (headers included) and, once, the parameters that read
         # them back (SAMC's autoencoder); equal-bytes comparisons match on this total
+        "memory_held_images": [r["memory_held"]["n_images"] for r in rows] if held else None,
+        "memory_held_bytes": [r["memory_held"]["nbytes"] for r in rows] if held else None,
         "memory_model_bytes": rows[-1].get("memory_model_bytes", 0),
-        "memory_total_bytes": sum(r["memory"]["nbytes"] if r["memory"] else 0 for r in rows)
+        # the most bytes held at once (records of every task) + the parameters that read them back
+        "memory_total_bytes": (max(r["memory_held"]["nbytes"] for r in rows) if held else
+                               sum(r["memory"]["nbytes"] if r["memory"] else 0 for r in rows))
         + rows[-1].get("memory_model_bytes", 0),
         "timings": [r["timings"] for r in rows],
         "wall_s": round(sum(r["timings"]["total"] for r in rows), 3),

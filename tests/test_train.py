@@ -102,6 +102,33 @@ def test_memory_budget_and_snapshot_round_trip(tmp_path, tasks):
     assert {"acc", "bwt", "bwt_gem_code", "fwt"} <= set(result)
 
 
+@pytest.mark.parametrize("method, codec", [("gem", "auto"), ("er", "auto"), ("er", "webp:quality=30")])
+def test_memory_held_counts_every_tasks_records(tmp_path, tasks, method, codec):
+    """Total bytes = the most bytes held at once: GEM's task memories add up, ER's reservoir holds the
+    bytes of all tasks from the start (and never more)."""
+    from samc.codec_table import held
+
+    cfg = tiny_config(f"train.method={method}", f"memory.codec={codec}", "memory.images_per_task=4")
+    result = run_stream(cfg, tmp_path / "run", progress=False, tasks=tasks)
+    budget, n = 4 * 3 * 32 * 32, len(tasks)
+    per_task, total = result["memory_bytes"], result["memory_held_bytes"]
+    if method == "gem":
+        assert total == np.cumsum(per_task).tolist() and result["memory_held_images"][-1] == 4 * n
+    else:
+        assert all(p <= h <= budget * n for p, h in zip(per_task, total))
+        assert total[0] == per_task[0] > budget      # after task 1 the buffer is all task 1's
+        if codec == "auto":
+            assert total == [budget * n] * n and result["memory_held_images"] == [4 * n] * n
+        else:
+            assert result["memory_held_images"][-1] > 4 * n
+    assert result["memory_total_bytes"] == max(total)
+    images, nbytes, peak = held(result, cfg)
+    assert (images, nbytes, peak) == (result["memory_held_images"][-1] / n, total[-1] / n, max(total))
+    legacy = {k: v for k, v in result.items() if not k.startswith("memory_held")}   # runs made before
+    if codec == "auto":
+        assert held(legacy, cfg) == (images, nbytes, peak)
+
+
 def test_cli_run_prints_matrix_and_rejects_bad_params(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text())
