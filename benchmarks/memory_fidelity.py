@@ -17,7 +17,8 @@ Codec rows (issue 17): the same budget filled with the records of each ``--codec
 (``samc.memory.codecs``; the saliency-based ones get Grad-CAM masks at μ 0.6), decoded, with what a
 codec leaves missing filled by Telea (GEM's rule fill). Every row gives the memory's gradient in
 eval mode and in train mode (BatchNorm on the memory's own batch statistics, as GEM computes its
-constraints during training), each against the task's test-loss gradient.
+constraints during training), against the task's test-loss gradient in eval mode (what its test
+accuracy answers to) and in train mode (the test set as one batch).
 
     python benchmarks/memory_fidelity.py --data data/benchmarks/split-cifar10
     python benchmarks/memory_fidelity.py --data data/benchmarks/split-cifar10 --rows codecs
@@ -165,6 +166,7 @@ def main() -> None:
     x_test = torch.from_numpy(t1.x_test).float().div_(255.0)
     y_test = torch.from_numpy(t1.y_test)
     g_task = flat_grad(model2, x_test, y_test, 0)
+    g_task_train = flat_grad(model2, x_test, y_test, 0, train=True)    # the test set as one train-mode batch
     with torch.no_grad():
         model2.eval()
         acc2 = float((model2(x_test, 0).argmax(1) == y_test).float().mean()) * 100
@@ -197,7 +199,7 @@ def main() -> None:
             stored = samc_stored(args, model1, t1, pool, k, gen, *how)
         elif name.startswith("codec "):
             stored = codec_stored(model1, t1, pool, gen, how, 0.6)
-        cos, cos_tr, cos_n, counts, mse, mse_all, acc = [], [], [], [], [], [], []
+        cos, cos_tr, cos_tt, cos_n, counts, mse, mse_all, acc = [], [], [], [], [], [], [], []
         for d in range(args.draws):
             order = k + torch.randperm(len(pool) - k, generator=gen).numpy()
             if stored is not None:
@@ -213,14 +215,16 @@ def main() -> None:
                 acc.append(float((model1(x, 0).argmax(1) == labels).float().mean()) * 100)
             g = flat_grad(model2, x, labels, 0)
             cos.append(float(F.cosine_similarity(g, g_task, dim=0)))
-            cos_tr.append(float(F.cosine_similarity(flat_grad(model2, x, labels, 0, train=True), g_task, dim=0)))
+            g_train = flat_grad(model2, x, labels, 0, train=True)
+            cos_tr.append(float(F.cosine_similarity(g_train, g_task, dim=0)))
+            cos_tt.append(float(F.cosine_similarity(g_train, g_task_train, dim=0)))
             if stored is not None:             # the same images, uncompressed: what storing them costs
                 mse.append(masked_mse(x, t1.x_train[pool[pick]], stored.known[pick]))
                 mse_all.append(float(((x - dense) ** 2).mean()))
                 cos_n.append(float(F.cosine_similarity(g, flat_grad(model2, dense, labels, 0), dim=0)))
             counts.append(n)
         rows[name] = {"images": np.mean(counts), "cos": np.mean(cos), "cos_std": np.std(cos),
-                      "cos_train": np.mean(cos_tr), "cos_train_std": np.std(cos_tr),
+                      "cos_train": np.mean(cos_tr), "cos_train_std": np.std(cos_tr), "cos_tt": np.mean(cos_tt),
                       "cos_dense": np.mean(cos_n) if cos_n else None, "mse_dropped": np.mean(mse) if mse else None,
                       "mse": np.mean(mse_all) if mse_all else None, "acc": np.mean(acc)}
         log.info("%s done (%.0f s)", name, time.perf_counter() - t0)
@@ -228,16 +232,17 @@ def main() -> None:
 
     print(f"\nmemory fidelity, task 1 of {args.data}, budget {args.budget} raw images, {args.draws} draws, "
           f"seed {args.seed} (task-1 test accuracy after task 2: {acc2:.1f}); {time.perf_counter() - t0:.0f} s")
-    print("cos: of the memory's loss gradient with task 1's test-loss gradient (eval mode), memory in eval / "
-          "train mode; vs dense: with the same images uncompressed (eval); MSE on the pixels not stored "
-          "exactly, and on all pixels")
-    print(f"{'memory':34s} {'images':>7s} {'cos eval':>15s} {'cos train':>15s} {'vs dense':>9s} "
+    print("cos eval: of the memory's loss gradient with task 1's test-loss gradient, both in eval mode; cos "
+          "train: the memory's in train mode (as GEM's constraints), against the eval-mode test gradient, and "
+          "(train/train) against the test set's own in train mode; vs dense: with the same images "
+          "uncompressed (eval); MSE on the pixels not stored exactly, and on all pixels")
+    print(f"{'memory':34s} {'images':>7s} {'cos eval':>15s} {'cos train':>15s} {'train/train':>11s} {'vs dense':>9s} "
           f"{'MSE dropped':>12s} {'MSE all':>8s} {'acc on memory':>14s}")
     fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
     for name in shown:
         r = rows[name]
         print(f"{name:34s} {r['images']:7.1f} {r['cos']:7.3f} ± {r['cos_std']:.3f} {r['cos_train']:7.3f} ± "
-              f"{r['cos_train_std']:.3f} {fmt(r['cos_dense'], '.3f'):>9s} {fmt(r['mse_dropped'], '.4f'):>12s} "
+              f"{r['cos_train_std']:.3f} {r['cos_tt']:11.3f} {fmt(r['cos_dense'], '.3f'):>9s} {fmt(r['mse_dropped'], '.4f'):>12s} "
               f"{fmt(r['mse'], '.5f'):>8s} {r['acc']:14.1f}")
 
 

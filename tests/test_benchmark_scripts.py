@@ -22,9 +22,10 @@ def test_memory_fidelity_prints_one_row_per_memory(tmp_path):
     rows = {}
     for line in out.stdout.splitlines():
         m = re.match(r"^(GEM.*?|SAMC.*?|codec \S+)\s+(\d+\.\d)\s+(-?\d\.\d{3}) ± (\d\.\d{3})\s+(-?\d\.\d{3}) ± "
-                     r"(\d\.\d{3})\s+(.*)$", line)
+                     r"(\d\.\d{3})\s+(-?\d\.\d{3})\s+(.*)$", line)
         if m:
-            rows[m.group(1).strip()] = (float(m.group(2)), float(m.group(3)), float(m.group(5)), m.group(7).split())
+            rows[m.group(1).strip()] = (float(m.group(2)), float(m.group(3)), float(m.group(5)), m.group(8).split())
+            assert -1.0 <= float(m.group(7)) <= 1.0
     codecs = {f"codec {c}" for c in ("raw", "lossless", "jxl", "jxl:distance=2", "webp", "sparse",
                                      "salient_lowres", "salient_blur")}
     assert set(rows) == {"GEM, dense", "GEM, dense, SAMC's count", "SAMC mu 0.4", "SAMC mu 0.6",
