@@ -81,15 +81,17 @@ def show(path: Path, png: Path | None = None, data: Path | None = None, n: int =
     pick = np.linspace(len(mem) - k, len(mem) - 1, k).astype(int)   # the newest k images
     images, masks = images[pick], masks[pick]
     masked = images * masks[:, None]
-    rule_done = complete(images, masks, "rule", rule=rule).numpy()
+    fills = mem.codec.fills              # the codec estimates what it does not keep exactly: R is skipped
+    rule_done = complete(images, masks, "rule", rule=rule, prefilled=fills).numpy()
     ae, ae_source = _autoencoder(state_path, images.shape[1])
-    ae_done = complete(images, masks, "rule+ae", rule=rule, ae=ae).numpy() if ae is not None else None
+    ae_done = (complete(images, masks, "rule+ae", rule=rule, ae=ae, prefilled=fills).numpy()
+               if ae is not None else None)
     gt = _ground_truth(mem, data, pick)
     cols: list[tuple[str, Any]] = []
     if gt is not None:
         cols.append(("ground truth", gt.transpose(0, 2, 3, 1)))
     cols += [("mask (kept)", masks.astype(float)), ("masked x'", masked.transpose(0, 2, 3, 1)),
-             (f"rule ({rule})", rule_done.transpose(0, 2, 3, 1))]
+             ("decoded" if fills else f"rule ({rule})", rule_done.transpose(0, 2, 3, 1))]
     if ae_done is not None:
         cols.append(("rule + AE", ae_done.transpose(0, 2, 3, 1)))
     fig, axes = plt.subplots(k, len(cols), figsize=(1.3 * len(cols), 1.3 * k + 0.4), squeeze=False)
@@ -102,7 +104,8 @@ def show(path: Path, png: Path | None = None, data: Path | None = None, n: int =
             axes[i, j].imshow(np.clip(img, 0, 1).squeeze(), cmap="gray" if img.ndim == 2 else None,
                               vmin=0, vmax=1, interpolation="nearest")
             axes[i, j].axis("off")
-    fig.suptitle(f"task {mem.task + 1}, μ={mem.mu}, {len(mem)} images, {mem.nbytes}/{mem.budget} B", fontsize=8)
+    fig.suptitle(f"task {mem.task + 1}, codec {mem.codec.spec}, μ={mem.mu}, {len(mem)} images, "
+                 f"{mem.nbytes}/{mem.budget} B", fontsize=8)
     save_png(fig, Path(png), dpi=100)
     lines.append(f"{'grid':>22}: {png} ({k} images; autoencoder: {ae_source}; "
                  f"ground truth: {'yes' if gt is not None else 'no (no prepared data)'})")
