@@ -1,4 +1,6 @@
-"""Command line: ``samc run | prepare | train-task | evaluate | report | table | dvc-yaml | compare | memory show/diff``.
+"""samc: Saliency-Augmented Memory Completion for continual learning: train a task stream, inspect
+its episodic memory, build the paper's tables (``samc run | prepare | train-task | evaluate | report
+| table | dvc-yaml | compare | memory show/diff``).
 
 Every command reads the one configuration, ``params.yaml`` (``--params``), with optional
 ``--set section.key=value`` overrides, validated before any work is done.
@@ -208,82 +210,98 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plain(text: str) -> str:
+    """Docstring text for ``--help``: without the reST literal markup."""
+    return text.replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from samc import __version__
     from samc.benchmarks import ARTIFACTS
 
-    parser = argparse.ArgumentParser(prog="samc", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="samc", description=_plain(__doc__.split("\n\n")[0]),
+                                     epilog=_plain(__doc__.split("\n\n")[1]))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"samc {__version__}")
+    # -v also after the subcommand (samc run -v); SUPPRESS keeps the top-level value when absent
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="learn the whole task stream in one process (resumes)")
+    def command(subparsers, name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 - argparse's word
+        return subparsers.add_parser(name, help=help, description=(help[:1].upper() + help[1:]).replace("%%", "%") + ".",
+                                     parents=[verbose])
+
+    p = command(sub, "run", help="learn the whole task stream in one process (resumes)")
     _add_config_args(p)
     p.add_argument("--out", help="run folder (default: <run.out>/<experiment>)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("prepare", help="split the dataset into tasks and write them as Zarr (data/prepared)")
+    p = command(sub, "prepare", help="split the dataset into tasks and write them as Zarr (data/prepared)")
     _add_config_args(p)
     p.add_argument("--out", help="folder (default: data/prepared, or data/benchmarks/<benchmark>)")
     p.add_argument("--benchmark", help="prepare the dataset of this benchmark of params.yaml")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train-task", help="learn one task of an experiment from the previous task's state")
+    p = command(sub, "train-task", help="learn one task of an experiment from the previous task's state")
     _add_config_args(p)
     p.add_argument("--experiment", default="main", help="experiment of the grid (default: main)")
     p.add_argument("--task", type=int, required=True, help="1-based task number")
     p.add_argument("--run-dir", help="default: <run.out>/<experiment>")
     p.add_argument("--data", help="prepared tasks (default: data/prepared when present, else the source)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=cmd_train_task)
 
-    p = sub.add_parser("evaluate", help="accuracy matrix, ACC, BWT and plots of a finished experiment")
+    p = command(sub, "evaluate", help="accuracy matrix, ACC, BWT and plots of a finished experiment")
     _add_config_args(p)
-    p.add_argument("--experiment", default="main")
+    p.add_argument("--experiment", default="main", help="experiment of the grid (default: main)")
     p.add_argument("--run-dir", help="default: <run.out>/<experiment>")
     p.add_argument("--out", help="default: results/<experiment>")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("report", help="one table over every experiment of the grid (results/report.md)")
+    p = command(sub, "report", help="one table over every experiment of the grid (results/report.md)")
     _add_config_args(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("table", help="one table or figure of a benchmark (results/<benchmark>/<artifact>.*)")
+    p = command(sub, "table", help="one table or figure of a benchmark (results/<benchmark>/<artifact>.*)")
     _add_config_args(p)
     p.add_argument("--benchmark", required=True, help="a benchmark of params.yaml, e.g. split-cifar10")
-    p.add_argument("--artifact", required=True, choices=list(ARTIFACTS))
+    p.add_argument("--artifact", required=True, choices=list(ARTIFACTS), metavar="ARTIFACT",
+                   help=f"one of {', '.join(ARTIFACTS)}")
     p.add_argument("--partial", action="store_true",
                    help="render from the runs that have results, list the missing ones in the table "
                         "(a long benchmark's progress; the pipeline target always waits for every run)")
     p.set_defaults(func=cmd_table)
 
-    p = sub.add_parser("dvc-yaml", help="render dvc.yaml from the pipeline's stages (samc/pipeline.py)")
+    p = command(sub, "dvc-yaml", help="render dvc.yaml from the pipeline's stages (samc/pipeline.py)")
     _add_config_args(p)
-    p.add_argument("--out", default="dvc.yaml")
+    p.add_argument("--out", default="dvc.yaml", help="where to write it (default: dvc.yaml)")
     p.add_argument("--check", action="store_true", help="exit 1 when the file differs (stale)")
     p.set_defaults(func=cmd_dvc_yaml)
 
-    p = sub.add_parser("compare", help="paired comparison over seeds: per-seed ACC/BWT, mean difference, 95%% interval")
+    p = command(sub, "compare", help="paired comparison over seeds: per-seed ACC/BWT, mean difference, 95%% interval")
     p.add_argument("--pair", nargs=3, action="append", required=True, metavar=("LABEL", "A_RUNS", "B_RUNS"),
                    help="one comparison: its label, then the A and B run folders, each a space-separated list "
                         "(paired by seed; repeatable)")
     p.add_argument("--out", required=True, help="output path without suffix: writes <out>.md and <out>.csv")
     p.add_argument("--a-name", default="A", help="column name of the A side (default A)")
     p.add_argument("--b-name", default="B", help="column name of the B side (default B)")
-    p.add_argument("--title", default="")
+    p.add_argument("--title", default="", help="the table's title (default: the --out file name)")
     p.add_argument("--note", default="", help="a paragraph under the title (protocol, command)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("memory", help="inspect episodic-memory snapshots")
-    msub = p.add_subparsers(dest="memory_command", required=True)
-    q = msub.add_parser("show", help="statistics of one snapshot, and a PNG grid of its images")
+    p = command(sub, "memory", help="inspect episodic-memory snapshots")
+    msub = p.add_subparsers(dest="memory_command", required=True, metavar="SUBCOMMAND")
+    q = command(msub, "show", help="statistics of one snapshot, and a PNG grid of its images")
     q.add_argument("snapshot", help="task_<t> folder of a run, or its memory.zarr")
     q.add_argument("--png", help="write the grid here: ground truth, mask, masked, rule, autoencoder")
     q.add_argument("--data", help="prepared tasks for the ground truth (default: data/prepared when present)")
     q.add_argument("-n", type=int, default=8, help="images in the grid (default 8)")
     q.set_defaults(func=cmd_memory_show)
-    q = msub.add_parser("diff", help="compare two snapshots (two tasks, or one task of two runs)")
-    q.add_argument("a")
-    q.add_argument("b")
+    q = command(msub, "diff", help="compare two snapshots (two tasks, or one task of two runs)")
+    q.add_argument("a", help="a snapshot: task_<t> folder of a run, or its memory.zarr")
+    q.add_argument("b", help="the other snapshot (another task of the run, or the same task of another run)")
     q.set_defaults(func=cmd_memory_diff)
     return parser
 

@@ -193,22 +193,52 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(load_schema())
 
 
-def _format_error(err: jsonschema.ValidationError) -> str:
+def _closest(word: Any, allowed: Any) -> str:
+    """`` (did you mean 'gem'?)`` for a near miss among ``allowed``, else nothing."""
+    import difflib
+
+    if not isinstance(word, str):
+        return ""
+    match = difflib.get_close_matches(word, [str(a) for a in allowed], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _format_error(err: jsonschema.ValidationError, origin: dict[str, str]) -> str:
+    """One line per schema error, naming the key, its value, what is allowed and, for a value given
+    by ``--set``, that override (``origin``: dotted key -> the --set item)."""
     key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    where = f" (from --set {origin[key]})" if key in origin else ""
     if err.validator == "additionalProperties":
-        return f"{key}: unknown parameter(s): {err.message}"
+        allowed = list(err.schema.get("properties", {}))
+        named = []
+        for u in sorted(set(err.instance) - set(allowed)):
+            dotted = u if key == "<top level>" else f"{key}.{u}"
+            named.append(f"{u!r}{_closest(u, allowed)}" + (f" (from --set {origin[dotted]})" if dotted in origin else ""))
+        return f"{key}: unknown parameter(s): {', '.join(named)}; allowed: {', '.join(allowed)}"
     if err.validator == "enum":
-        return f"{key} = {err.instance!r} is not allowed; allowed values: {err.validator_value}"
-    return f"{key} = {err.instance!r}: {err.message}"
+        return (f"{key} = {err.instance!r} is not allowed{_closest(err.instance, err.validator_value)}{where}; "
+                f"allowed values: {', '.join(map(str, err.validator_value))}")
+    return f"{key} = {err.instance!r}: {err.message}{where}"
 
 
-def validate(raw: dict[str, Any], source: str = "params") -> None:
+def _schema_messages(raw: dict[str, Any], origin: dict[str, str]) -> list[str]:
+    """The schema's errors, unknown names first; a section absent from the file is one line, not
+    one line per key it lacks (a misspelled section name reads as unknown + absent)."""
+    errors = sorted(_validator().iter_errors(raw), key=str)
+    absent = {e.path[0] for e in errors if e.validator == "required" and len(e.path) == 1 and not e.instance}
+    msgs = [_format_error(e, origin) for e in errors if e.validator == "additionalProperties"]
+    msgs += [f"{section}: section missing from the parameter file" for section in sorted(absent)]
+    msgs += [_format_error(e, origin) for e in errors if e.validator != "additionalProperties"
+             and not (e.validator == "required" and len(e.path) == 1 and e.path[0] in absent)]
+    return msgs
+
+
+def validate(raw: dict[str, Any], source: str = "params", origin: dict[str, str] | None = None) -> None:
     """Check ``raw`` against the JSON schema and the cross-field rules; raise ConfigError naming
-    every offending key, its value and what is allowed."""
+    every offending key, its value and what is allowed (``origin``: keys set by ``--set``)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
-    errors = sorted(_validator().iter_errors(raw), key=str)
-    msgs = [_format_error(e) for e in errors]
+    msgs = _schema_messages(raw, origin or {})
     if not msgs:
         ds = raw.get("dataset", {})
         n_tasks, cpt = ds["n_tasks"], ds["classes_per_task"]
@@ -222,7 +252,8 @@ def validate(raw: dict[str, Any], source: str = "params") -> None:
             msgs.append("dataset.root is required for dataset.name = 'imagefolder'")
         msgs.extend(_codec_errors(raw["train"]["method"], raw["memory"]["codec"]))
     if msgs:
-        raise ConfigError(f"{source}: invalid parameters:\n  " + "\n  ".join(msgs))
+        given = f" (with --set {' '.join(origin.values())})" if origin else ""
+        raise ConfigError(f"{source}{given}: invalid parameters:\n  " + "\n  ".join(msgs))
 
 
 def _codec_errors(method: str, spec: str) -> list[str]:
@@ -263,14 +294,19 @@ def from_dict(raw: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), 
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     raw = copy.deepcopy(raw) if raw is not None else {}
+    origin: dict[str, str] = {}
     for item in overrides:
         (section, key), value = parse_override(item)
         if not isinstance(raw.get(section, {}), dict):
             raise ConfigError(f"--set {item!r}: {section} is not a section")
+        if section not in raw and section not in (*_CLASSES, "benchmarks"):
+            raise ConfigError(f"--set {item!r}: unknown section {section!r}{_closest(section, _CLASSES)}; "
+                              f"sections: {', '.join(_CLASSES)}")
         raw.setdefault(section, {})[key] = value
+        origin[f"{section}.{key}"] = item
     for section in (*_CLASSES, "benchmarks"):
         raw.setdefault(section, {})
-    validate(raw, source)
+    validate(raw, source, origin)
     return Config(**{name: _CLASSES[name](**raw[name]) for name in _CLASSES},
                   benchmarks={k: BenchmarkConfig(**v) for k, v in raw["benchmarks"].items()})
 
