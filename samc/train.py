@@ -291,6 +291,8 @@ def save_task(learner: Learner, run_dir: Path, t: int, row: dict[str, Any]) -> N
         if memory is not None:
             save_snapshot(memory, tmp / "memory.zarr")
         io.write_json(tmp / "metrics.json", row)
+    if not (Path(run_dir) / "config.json").is_file():     # written with the first task that is saved
+        write_run_config(learner.cfg, run_dir)
 
 
 def completed_tasks(run_dir: Path, n_tasks: int) -> int:
@@ -351,6 +353,20 @@ def collect(run_dir: Path, n_tasks: int) -> dict[str, Any]:
     if any("method_stats" in r for r in rows):
         out["method_stats"] = [r.get("method_stats", {}) for r in rows]
     return out
+
+
+def write_run_config(cfg: Config, run_dir: Path) -> None:
+    """``<run>/config.json``: the run's parameters (no benchmark definitions), so that tools reading
+    the run later (``samc memory show``'s ground truth) need no params.yaml."""
+    io.write_json(Path(run_dir) / "config.json", {k: v for k, v in cfg.to_dict().items() if k != "benchmarks"})
+
+
+def run_config(run_dir: Path) -> Config | None:
+    """The parameters a run was made with (None for runs made before they were recorded)."""
+    from samc.config import from_dict
+
+    path = Path(run_dir) / "config.json"
+    return from_dict(io.read_json(path), source=str(path)) if path.is_file() else None
 
 
 def run_stream(cfg: Config, run_dir: Path | None = None, progress: bool = True,
