@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
 from samc import io  # noqa: E402
 
@@ -101,8 +102,7 @@ def summary_table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"method": name, "seeds": " ".join(str(r.get("seed")) for r in rs)}
         for key in ("acc", "bwt", "bwt_gem_code"):
             v = np.array([r[key] for r in rs], dtype=float)
-            std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-            row[key] = f"{v.mean():.2f} ± {std:.2f}"
+            row[key] = f"{v.mean():.2f} ± {float(v.std(ddof=1)):.2f}" if len(v) > 1 else f"{v[0]:.2f} (n=1)"
         row["images/task"] = f"{np.mean([np.mean(r['memory_images']) for r in rs]):.1f}"
         rows.append(row)
     return rows
@@ -137,6 +137,9 @@ def write_report(results: dict[str, dict[str, Any]], out: Path, params: dict[str
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     lines += ["", "## Over seeds (the paper's Table 1 layout: mean ± sample std)", ""]
     lines += markdown_table(summary_table(results))
+    shown = {k: v for k, v in params.items() if k != "benchmarks"}   # the grid's; benchmarks have their own tables
     lines += ["", "## Provenance", "", "```json", json.dumps(provenance(), indent=2), "```", "",
-              "## Parameters", "", "```json", json.dumps(params, indent=2, sort_keys=True), "```", ""]
+              "## Parameters", "", "The grid's parameters (params.yaml without its `benchmarks` definitions; each "
+              "experiment's overrides are in its name and results/<experiment>/metrics.json).", "",
+              "```yaml", yaml.safe_dump(shown, sort_keys=True).rstrip(), "```", ""]
     io.write_text(out / "report.md", "\n".join(lines))

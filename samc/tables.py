@@ -45,7 +45,10 @@ def _ms(values: list[float]) -> tuple[float, float]:
 
 
 def _fmt(values: list[float], digits: int = 2) -> str:
+    """``mean ± sample std``; one value has no spread to show: ``value (n=1)``."""
     m, s = _ms(values)
+    if len(values) == 1:
+        return f"{m:.{digits}f} (n=1)"
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 

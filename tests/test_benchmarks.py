@@ -279,3 +279,9 @@ def test_codec_table_pairs_each_row_with_its_reference_and_counts_every_byte(cfg
     jxl = results["gem-jxl2-s0"]
     assert rows[1]["total KB"].startswith(f"{(sum(jxl['memory_bytes']) + jxl['memory_model_bytes']) / 1e3:.1f}")
     assert rows[1]["ΔACC [95% CI]"].endswith("vs gem-raw (n=1)") and rows[2]["ΔACC [95% CI]"] == "—"
+
+
+def test_one_seed_shows_no_spread():
+    from samc.tables import _fmt
+
+    assert _fmt([68.18]) == "68.18 (n=1)" and _fmt([1.0, 3.0]) == "2.00 ± 1.41" and _fmt([5.0, 5.0], 1) == "5.0 ± 0.0"

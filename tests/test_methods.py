@@ -167,10 +167,10 @@ def test_report_renders_mean_and_std_over_seeds(tmp_path):
                "samc-s0": result("samc", 0, 75.0, -11.0, 0.6)}
     rows = {r["method"]: r for r in summary_table(results)}
     assert rows["gem"]["acc"] == "71.00 ± 1.41" and rows["gem"]["bwt"] == "-14.00 ± 1.41"
-    assert rows["samc (μ=0.6, rule+ae)"]["seeds"] == "0"
-    write_report(results, tmp_path, {"p": 1})
+    assert rows["samc (μ=0.6, rule+ae)"]["seeds"] == "0" and rows["samc (μ=0.6, rule+ae)"]["acc"] == "75.00 (n=1)"
+    write_report(results, tmp_path, {"p": 1, "benchmarks": {"split-cifar10": {"seeds": [0]}}})
     text = (tmp_path / "report.md").read_text()
-    assert "71.00 ± 1.41" in text and "commit" in text
+    assert "71.00 ± 1.41" in text and "commit" in text and "p: 1" in text and "split-cifar10" not in text
     assert (tmp_path / "report.csv").read_text().count("\n") == 4
 
 
