@@ -112,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     write_experiment_results(result, out, f"{exp}: {cfg.dataset.name}, {cfg.train.method}, seed {cfg.train.seed}")
     print(_format_matrix(result["accuracy_matrix"]))
     print(f"ACC {result['acc']:.2f}  BWT {result['bwt']:.2f} (paper)  BWT {result['bwt_gem_code']:.2f} (GEM code)")
-    print(f"wrote {out}/metrics.json, accuracy.csv, accuracy_matrix.png, first_task.png")
+    print(f"wrote {out}/metrics.json, accuracy.csv, accuracy_matrix.png, first_task.png, loss.png")
     return 0
 
 

@@ -137,14 +137,17 @@ def stages(cfg: Config, params: str = "params.yaml") -> list[Stage]:
     return out
 
 
-def benchmark_stages(cfg: Config, params: str = "params.yaml") -> list[Stage]:
-    """The stages of every benchmark (Snakemake targets ``results/<benchmark>/<artifact>.*``):
-    prepare its dataset, train each of its runs once, evaluate them, write each artifact."""
+def benchmark_stages(cfg: Config, params: str = "params.yaml", only: set[str] | None = None) -> list[Stage]:
+    """The stages of every benchmark (Snakemake targets ``results/<benchmark>/<artifact>.*``), or of
+    those in ``only``: prepare its dataset, train each of its runs once, evaluate them, write each
+    artifact."""
     from samc import benchmarks
 
     p = f"--params {params}"
     out = []
     for b in cfg.benchmarks:
+        if only is not None and b not in only:
+            continue
         base = cfg.with_overrides(benchmarks.base_overrides(cfg, b))
         out.append(Stage(_stage_name("prepare", b), f"samc prepare {p} --benchmark {b}", deps=[],
                          outs=[prepared_dir(f"{b}/")], params=["benchmarks"], resources={"kind": "prepare"},
@@ -198,3 +201,31 @@ def write_dvc_yaml(cfg: Config, path: str | Path = "dvc.yaml", params: str = "pa
 
     io.write_text(path, dvc_yaml(cfg, params))
     return Path(path)
+
+
+def benchmarks_for(cfg: Config, targets: list[str] | set[str], grid_rules: set[str]) -> set[str] | None:
+    """The benchmarks whose stages the requested Snakemake ``targets`` (files, folders or rule names)
+    can need: none for the default target (the grid's report), those a path or rule name names, or
+    None (every benchmark) for a target this cannot place."""
+    names = set(cfg.benchmarks)
+    wanted: set[str] = set()
+    for target in targets:
+        t = str(target).strip().strip("/")
+        parts = t.split("/")
+        if t == "all" or t in grid_rules:
+            continue
+        if parts[0] in (RESULTS, cfg.run.out) and len(parts) >= 2:
+            if parts[1] in names:
+                wanted.add(parts[1])
+            continue                      # results/main/..., results/report.md, runs/s0/...: the grid's
+        if t == PREPARED or t.startswith(PREPARED + "/"):
+            continue
+        if t.startswith("data/benchmarks/") and len(parts) >= 3 and parts[2] in names:
+            wanted.add(parts[2])
+            continue
+        rule_benchmark = t.partition("_")[2].split(".")[0]      # <kind>_<benchmark>[.<run>...]
+        if rule_benchmark in names:
+            wanted.add(rule_benchmark)
+            continue
+        return None
+    return wanted

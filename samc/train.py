@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from samc import io
 from samc.config import RUN_SECTIONS, Config
@@ -208,8 +209,31 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite: the run stops, nothing of the task is saved."""
 
 
-def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = True) -> dict[str, Any]:
-    """Learn task t (0-based) and return its metrics row (accuracies after the task, memory, timings)."""
+#: points of the sampled training-loss curve kept per task (means over equal windows of steps)
+LOSS_POINTS = 100
+
+
+def loss_curve(losses: list[float], points: int = LOSS_POINTS) -> list[list[float]]:
+    """``[[step, mean loss], ...]``: the per-step losses averaged over at most ``points`` equal windows
+    (step = the window's last step, 1-based)."""
+    if not losses:
+        return []
+    edges = np.linspace(0, len(losses), min(points, len(losses)) + 1).round().astype(int)
+    return [[int(b), round(float(np.mean(losses[a:b])), 5)] for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def task_steps(cfg: Config, task: Task) -> int:
+    """Optimiser steps of one task's stream (epochs × training set, in batches)."""
+    return -(-cfg.train.epochs * len(task.y_train) // cfg.train.batch_size)
+
+
+def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = True,
+               bar: tqdm | None = None) -> dict[str, Any]:
+    """Learn task t (0-based) and return its metrics row (accuracies after the task, memory, timings).
+
+    ``bar``: a progress bar over the whole run (``run_stream``'s), advanced one step per batch and
+    told the phase (training with its running loss, after-task work such as the autoencoder's
+    fine-tuning, evaluation); without it, a bar for this task alone."""
     cfg, method, device = learner.cfg, learner.method, learner.device
     task = tasks[t]
     learner.timer.reset()
@@ -229,9 +253,13 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
         method.before_task(ctx)
     bs = cfg.train.batch_size
     losses = []
-    bar = tqdm(range(0, len(order), bs), desc=f"{cfg.train.method} task {t + 1}/{len(tasks)}",
-               disable=not progress, leave=False)
-    for pos in bar:
+    own = bar is None
+    if own:
+        bar = tqdm(total=-(-len(order) // bs), desc=f"{cfg.train.method} task {t + 1}/{len(tasks)}",
+                   disable=not progress, leave=False)
+    phase = f"{cfg.train.method} task {t + 1}/{len(tasks)}"
+    bar.set_description(f"{phase} train")
+    for pos in range(0, len(order), bs):
         idx = order[pos:pos + bs]
         raw = task.x_train[idx]
         batch = Batch(
@@ -249,17 +277,25 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
         if cfg.train.bn_double_update:
             with precision.autocast():
                 bn_extra_pass(learner.model, batch.x, t)
+        bar.update(1)
+        if len(losses) % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", refresh=False)
+    bar.set_description(f"{phase} after task ({method.name}: memory, autoencoder, exemplars)")
     with precision.autocast():
         method.after_task(ctx)
+    bar.set_description(f"{phase} evaluate")
     with learner.timer("evaluate"):
         accs = evaluate(learner.model, tasks, device, cfg.train.eval_batch_size, method.predict, precision,
                         learner.tests)
+    if own:
+        bar.close()
     memory = method.task_memory(t)
     held = [m for m in (method.task_memory(k) for k in range(t + 1)) if m is not None]
     row: dict[str, Any] = {
         "task": t + 1,
         "accuracies": accs,
         "train_loss": float(np.mean(losses)) if losses else None,
+        "loss_curve": loss_curve(losses),
         "steps": len(losses),
         "memory": describe(memory) if memory is not None else None,
         # everything the method holds now, every task's records (a reservoir's whole buffer)
@@ -275,7 +311,8 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
         row["method_stats"] = stats
     if baseline is not None:
         row["baseline_accuracies"] = baseline
-    log.info("task %d/%d: accuracies %s", t + 1, len(tasks), " ".join(f"{a:.1f}" for a in accs))
+    log.info("task %d/%d: accuracies %s (%.0f s)", t + 1, len(tasks), " ".join(f"{a:.1f}" for a in accs),
+             row["timings"]["total"])
     return row
 
 
@@ -345,6 +382,7 @@ def collect(run_dir: Path, n_tasks: int) -> dict[str, Any]:
         "memory_total_bytes": (max(r["memory_held"]["nbytes"] for r in rows) if held else
                                sum(r["memory"]["nbytes"] if r["memory"] else 0 for r in rows))
         + rows[-1].get("memory_model_bytes", 0),
+        "loss_curves": [r.get("loss_curve", []) for r in rows],
         "timings": [r["timings"] for r in rows],
         "wall_s": round(sum(r["timings"]["total"] for r in rows), 3),
         "devices": sorted({r.get("device", "unrecorded") for r in rows}),
@@ -380,9 +418,12 @@ def run_stream(cfg: Config, run_dir: Path | None = None, progress: bool = True,
         log.info("%s: tasks 1..%d already complete, resuming at task %d", run_dir, start, start + 1)
     learner = resume(cfg, run_dir, start, in_channels=tasks[0].x_train.shape[1]) if start < T else None
     end = T if stop_after is None else min(T, stop_after)
-    for t in range(start, end):
-        row = train_task(learner, tasks, t, progress)
-        save_task(learner, run_dir, t, row)
+    with logging_redirect_tqdm(), tqdm(total=sum(task_steps(cfg, tasks[t]) for t in range(start, end)),
+                                       disable=not progress, unit="step", dynamic_ncols=True) as bar:
+        # one bar for the whole run, with its ETA; log lines print above it
+        for t in range(start, end):
+            row = train_task(learner, tasks, t, progress, bar=bar)
+            save_task(learner, run_dir, t, row)
     if end < T:
         return {}
     result = collect(run_dir, T)

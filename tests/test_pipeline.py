@@ -209,3 +209,22 @@ def test_memory_show_and_diff(snake, tmp_path, capsys, monkeypatch):
     assert cli.main(["memory", "diff", "runs/s0/task_1", "runs/s1/task_1"]) == 0
     assert "shared samples" in capsys.readouterr().out
     assert cli.main(["memory", "show", "runs/nope"]) == 2
+
+
+def test_snakemake_builds_only_the_benchmarks_its_targets_name():
+    from samc.config import load
+    from samc.pipeline import benchmark_stages, benchmarks_for, stages
+
+    cfg = load(ROOT / "params.yaml")
+    grid = {st.name for st in stages(cfg)}
+    assert benchmarks_for(cfg, [], grid) == set()                          # default target: the report
+    assert benchmarks_for(cfg, ["all", "results/report.md", "runs/main/task_1", "data/prepared"], grid) == set()
+    assert benchmarks_for(cfg, ["results/quick/codecs.md", "data/benchmarks/split-cifar10",
+                                "runs/split-cifar10-500/gem-s0/task_2"], grid) == {"quick", "split-cifar10",
+                                                                                   "split-cifar10-500"}
+    assert benchmarks_for(cfg, ["codecs_quick", "train_split-cifar10.gem-s0_task1", next(iter(grid))], grid) == {
+        "quick", "split-cifar10"}
+    assert benchmarks_for(cfg, ["somewhere/else.txt"], grid) is None        # cannot place it: every benchmark
+    quick = benchmark_stages(cfg, only={"quick"})
+    assert quick and all("quick" in st.name for st in quick)
+    assert len(benchmark_stages(cfg)) > len(quick)

@@ -251,3 +251,20 @@ def test_a_diverging_run_stops_with_a_clear_error_and_keeps_earlier_tasks(tmp_pa
         run_stream(cfg, tmp_path / "run", progress=False, tasks=tasks[:2])
     assert (tmp_path / "run" / "task_1" / "state.pt").is_file()
     assert not (tmp_path / "run" / "task_2").exists()
+
+
+def test_one_progress_bar_for_the_run_and_a_sampled_loss_curve(tmp_path, tasks, capsys):
+    from samc.report import write_experiment_results
+    from samc.train import task_steps
+
+    cfg = tiny_config("train.method=gem")
+    result = run_stream(cfg, tmp_path / "run", progress=True, tasks=tasks)
+    total = sum(task_steps(cfg, task) for task in tasks)
+    err = capsys.readouterr().err
+    assert f"{total}/{total}" in err and "loss=" in err        # the whole run's steps, with the running loss
+    for t, curve in enumerate(result["loss_curves"]):
+        row = json.loads((tmp_path / "run" / f"task_{t + 1}" / "metrics.json").read_text())
+        assert curve == row["loss_curve"] and 0 < len(curve) <= 100 and curve[-1][0] == row["steps"]
+        assert abs(np.mean([v for _, v in curve]) - row["train_loss"]) < 0.5   # window means of the same losses
+    write_experiment_results(result, tmp_path / "results", "gem")
+    assert (tmp_path / "results" / "loss.png").stat().st_size > 1000

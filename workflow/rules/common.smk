@@ -22,7 +22,28 @@ def kind_resources(kind):
 
 validate(config, "../schemas/params.schema.json")
 CFG = from_dict(config, source="params.yaml (Snakemake configfile)")
-STAGES = pipeline.stages(CFG) + pipeline.benchmark_stages(CFG)   # benchmarks: targets results/<name>/...
+# benchmarks (targets results/<name>/...): only the stages of those the requested targets name (a
+# dry run over every benchmark builds ~5,000 rules); every benchmark for a cluster job or a target
+# that cannot be placed
+def _requested():
+    """(targets, target jobs) of this snakemake command line (None when it cannot be read: a cluster
+    job's or an API call's)."""
+    import sys
+
+    try:
+        from snakemake.cli import get_argument_parser
+
+        args = get_argument_parser().parse_args(sys.argv[1:])
+    except BaseException:                     # argparse exits on what it cannot parse
+        return None
+    return list(args.targets or []), set(args.target_jobs or [])
+
+
+_GRID = pipeline.stages(CFG)
+_REQ = _requested()
+_WANTED = (None if _REQ is None or _REQ[1] else
+           pipeline.benchmarks_for(CFG, _REQ[0], {st.name for st in _GRID}))
+STAGES = _GRID + pipeline.benchmark_stages(CFG, only=_WANTED)
 TARGETS = [o for st in STAGES if st.name == "report" for o in st.outs]
 
 
