@@ -30,6 +30,8 @@ def _requested():
     job's or an API call's)."""
     import sys
 
+    if "snakemake" not in os.path.basename(sys.argv[0]) and "snakemake" not in sys.argv[0].split(os.sep)[-2:-1]:
+        return None                           # not snakemake's own command line (an API call)
     try:
         from snakemake.cli import get_argument_parser
 
