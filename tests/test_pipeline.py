@@ -171,6 +171,18 @@ def test_dvc_repro_matches_snakemake_and_caches(snake, tmp_path):
     _run(["git", "commit", "-q", "-m", "repro"], project)
     out = _run(["dvc", "exp", "run", "-S", "samc.mu=0.7"], project)
     assert "Stage 'prepare' didn't change" in out and "Running stage 'train_s0_task1'" in out
+    # a remote (a local folder): push data, memory snapshots and metrics; a fresh clone pulls them and
+    # shows the same metrics without training anything
+    _run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], project)
+    _run(["dvc", "push"], project)
+    _run(["git", "add", "-A"], project)
+    _run(["git", "commit", "-q", "--allow-empty", "-m", "remote"], project)
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    _run(["dvc", "pull"], clone)
+    assert _run(["dvc", "metrics", "show"], clone) == _run(["dvc", "metrics", "show"], project)
+    assert (clone / "runs" / "s0" / "task_2" / "memory.zarr" / "zarr.json").is_file()
+    assert "Running stage" not in _run(["dvc", "repro"], clone)
 
 
 @pytest.mark.slow
