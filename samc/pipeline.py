@@ -116,7 +116,7 @@ def _chain(cfg: Config, exp: Experiment, p: str) -> list[Stage]:
     out.append(Stage(
         _stage_name("evaluate", exp.name), f"samc evaluate {p} --experiment {exp.name}",
         deps=[task_dir(cfg, exp.name, t) for t in range(1, T + 1)],
-        outs=[f"{res}/accuracy_matrix.png", f"{res}/first_task.png"],
+        outs=[f"{res}/accuracy_matrix.png", f"{res}/first_task.png", f"{res}/loss.png"],
         params=["dataset"], metrics=[f"{res}/metrics.json"], plots=[f"{res}/accuracy.csv"],
         resources={"kind": "evaluate"}, fingerprint=fingerprint))
     return out

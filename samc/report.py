@@ -62,7 +62,7 @@ def plot_first_task(R: np.ndarray, path: Path, title: str) -> None:
 
 def write_experiment_results(result: dict[str, Any], out: Path, title: str) -> None:
     """``metrics.json``, ``accuracy.csv`` (DVC plot data) and the PNGs of one experiment (accuracy
-    matrix, first task, and the training-loss curves of runs that recorded them)."""
+    matrix, first task, training-loss curves)."""
     out = Path(out)
     R = np.array(result["accuracy_matrix"], dtype=float)
     rows = [{"task": i + 1, "first_task_accuracy": round(float(R[i, 0]), 4),
@@ -74,8 +74,7 @@ def write_experiment_results(result: dict[str, Any], out: Path, title: str) -> N
     io.write_text(out / "accuracy.csv", buf.getvalue())
     plot_accuracy_matrix(R, out / "accuracy_matrix.png", title)
     plot_first_task(R, out / "first_task.png", title)
-    if any(result.get("loss_curves") or []):
-        plot_loss_curves(result["loss_curves"], out / "loss.png", title)
+    plot_loss_curves(result.get("loss_curves") or [], out / "loss.png", title)
     io.write_json(out / "metrics.json", result)
 
 
@@ -89,10 +88,14 @@ def plot_loss_curves(curves: list[list[list[float]]], path: Path, title: str) ->
             ax.plot([offset + s for s in steps], loss, lw=1, label=f"task {t + 1}")
             offset += steps[-1]
             ax.axvline(offset, color="0.8", lw=0.5)
+    if offset == 0:
+        ax.text(0.5, 0.5, "no training loss recorded (a run made before loss curves were kept)",
+                ha="center", va="center", fontsize=8, transform=ax.transAxes)
     ax.set_xlabel("training step (tasks one after another)")
     ax.set_ylabel("training loss (window mean)")
     ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=6, ncol=min(5, len(curves)))
+    if offset:
+        ax.legend(fontsize=6, ncol=min(5, len(curves)))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_png(fig, path)

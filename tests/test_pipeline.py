@@ -118,13 +118,17 @@ def test_snakemake_builds_everything_then_nothing_and_reruns_on_mu(snake):
     for exp in ("s0", "s1"):
         m = _metrics(snake, exp)
         assert len(m["accuracy_matrix"]) == 2 and "acc" in m and "bwt" in m
-        for png in ("accuracy_matrix.png", "first_task.png"):
+        for png in ("accuracy_matrix.png", "first_task.png", "loss.png"):
             assert Image.open(snake / "results" / exp / png).format == "PNG"
         assert (snake / "runs" / exp / "task_2" / "memory.zarr" / "zarr.json").is_file()
     assert "| s0 |" in (snake / "results" / "report.md").read_text()
     assert "Nothing to be done" in _run(["snakemake", "--cores", "2", "-n"], snake)
     _run(["snakemake", "--report", "report.html"], snake)
-    assert "accuracy_matrix.png" in (snake / "report.html").read_text(errors="replace")
+    html = (snake / "report.html").read_text(errors="replace")
+    assert "accuracy_matrix.png" in html and "loss.png" in html and "report.csv" in html
+    for caption in ("workflow.rst", "accuracy_matrix.rst", "report_table.rst"):   # the workflow's text, captions
+        first = (ROOT / "workflow" / "report" / caption).read_text().split()[:4]
+        assert " ".join(first) in html, caption
     # a changed mu re-runs training and evaluation, not prepare
     params = yaml.safe_load((snake / "params.yaml").read_text())
     params["samc"]["mu"] = 0.7

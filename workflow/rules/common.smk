@@ -49,11 +49,21 @@ STAGES = _GRID + pipeline.benchmark_stages(CFG, only=_WANTED)
 TARGETS = [o for st in STAGES if st.name == "report" for o in st.outs]
 
 
+REPORT = os.path.join(workflow.basedir, "workflow", "report")   # captions of `snakemake --report`
+_CAPTIONS = {"accuracy_matrix.png": "accuracy_matrix.rst", "first_task.png": "first_task.rst",
+             "loss.png": "loss.rst", "report.csv": "report_table.rst"}
+
+
 def _out(path):
-    """Folders are directory() outputs; figures go into `snakemake --report report.html`."""
+    """Folders are directory() outputs; figures and the report table go into `snakemake --report
+    report.html`, each with its caption (workflow/report/)."""
     ext = os.path.splitext(path)[1]
+    name = os.path.basename(path)
     if not ext:
         return directory(path)
-    if ext == ".png":
-        return report(path, category="results", subcategory=os.path.basename(os.path.dirname(path)))
+    if ext == ".png" or name == "report.csv":
+        caption = os.path.join(REPORT, _CAPTIONS.get(name, "benchmark.rst"))
+        category = "metrics" if name == "report.csv" else "results"
+        return report(path, caption=caption, category=category,
+                      subcategory=os.path.basename(os.path.dirname(path)) or "grid")
     return path
