@@ -41,6 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.params, args.overrides)
     run_dir = Path(args.out) if args.out else Path(cfg.run.out) / experiment_name(cfg)
+    print(f"run folder: {run_dir}", flush=True)     # named at the start: watch it, or inspect it later
     with io.run_lock(run_dir):
         result = run_stream(cfg, run_dir, progress=not args.no_progress)
     print(f"run: {run_dir}")

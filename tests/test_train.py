@@ -137,6 +137,7 @@ def test_cli_run_prints_matrix_and_rejects_bad_params(tmp_path, capsys):
                      "--set", "dataset.shapes_test_per_class=10", "--set", "train.method=gem"])
     out = capsys.readouterr().out
     assert code == 0 and "ACC" in out and "BWT" in out and "after task" in out
+    assert out.startswith(f"run folder: {tmp_path / 'r'}\n")             # named before any work
     assert cli.main(["run", "--params", str(params), "--set", "samc.mu=2"]) == 2
     assert not (tmp_path / "runs").exists()
 
