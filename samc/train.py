@@ -11,11 +11,8 @@ fresh one, with the same result bit for bit.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ from samc import io
 from samc.config import RUN_SECTIONS, Config
 from samc.data import Task, load_source, split_tasks
 from samc.data.store import dataset_params, read_tasks
+from samc.devices import cpu_model, device_name, resolve_device, use_deterministic  # noqa: F401 - re-exported
 from samc.memory import describe, save_snapshot
 from samc.methods import METHODS, Batch, Method, TaskContext
 from samc.metrics import summary
@@ -41,49 +39,6 @@ from samc.timing import PhaseTimer
 log = logging.getLogger(__name__)
 STATE_FORMAT = "samc-state"
 STATE_VERSION = 1
-
-
-def use_deterministic(on: bool) -> None:
-    """``train.deterministic``: deterministic kernels (cuDNN, cuBLAS workspace), an error for an
-    op that has none, no cuDNN autotuning: reruns on one GPU give identical metrics."""
-    if on:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(on)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = on
-
-
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU (logged); ``cuda`` without a GPU is an error."""
-    if requested == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device = 'cuda' but no CUDA device is available; "
-                               "use train.device = 'auto' or 'cpu'")
-        return torch.device("cuda")
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        log.info("train.device = auto: no CUDA device found, running on the CPU")
-    return torch.device("cpu")
-
-
-def device_name(device: torch.device) -> str:
-    """What a run's timings were measured on (recorded in every task's metrics)."""
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {cpu_model()}, {torch.get_num_threads()} threads"
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_model() -> str:
-    """The CPU's model name (its float kernels, AMX or not, change a run's numerics), else its architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{platform.machine()} {line.split(':', 1)[1].strip()}"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def experiment_name(cfg: Config) -> str:
