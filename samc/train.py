@@ -245,7 +245,7 @@ def train_task(learner: Learner, tasks: list[Task], t: int, progress: bool = Tru
     if own:
         bar.close()
     memory = method.task_memory(t)
-    held = [m for m in (method.task_memory(k) for k in range(t + 1)) if m is not None]
+    held = [m for m in (*(method.task_memory(k) for k in range(t)), memory) if m is not None]
     row: dict[str, Any] = {
         "task": t + 1,
         "accuracies": accs,

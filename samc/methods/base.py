@@ -76,6 +76,15 @@ class Method:
             spec = self.default_codec
         return get_codec(spec)
 
+    @property
+    def coded(self) -> bool:
+        """Whether the memory holds codec records (any codec but ``raw``) rather than raw images."""
+        return self.codec.name != "raw"
+
+    def mu(self) -> float | None:
+        """μ of Eq. 4.4 when the codec stores salient pixels, else None."""
+        return float(self.cfg.samc.mu) if self.codec.uses_saliency else None
+
     def restore_record(self, record: bytes, shape: tuple[int, ...]) -> torch.Tensor:
         """A record as the uint8 image replay uses: decoded, what the codec left missing filled by
         the rule-based R of Eq. 4.6 (``samc.rule``)."""

@@ -39,11 +39,6 @@ class ER(Method):
         self.reservoir: ByteReservoir | None = None     # memory.codec other than raw
         self.decoded: dict[int, torch.Tensor] = {}      # reservoir slot -> decoded, completed uint8 image
 
-    @property
-    def coded(self) -> bool:
-        """Whether the buffer holds codec records (any codec but ``raw``) rather than raw images."""
-        return self.codec.name != "raw"
-
     def __len__(self) -> int:
         if self.coded:
             return 0 if self.reservoir is None else len(self.reservoir)
@@ -146,7 +141,7 @@ class ER(Method):
             codec = self.codec
             return TaskMemory(
                 task=t, classes=self.classes.get(t, []), image_shape=self.shape, encoding=codec.name,
-                mu=float(self.cfg.samc.mu) if codec.uses_saliency else None, budget=self.reservoir.budget,
+                mu=self.mu(), budget=self.reservoir.budget,
                 records=[it[0] for it in items], labels=np.array([it[1] for it in items], dtype=np.int64),
                 indices=np.array([it[3] for it in items], dtype=np.int64), codec_params=codec.values)
         if self.buf_x is None:

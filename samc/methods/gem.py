@@ -101,10 +101,6 @@ class GEM(Method):
         """Past task k's memory as classifier inputs at the start of a later task (Algorithm 1, line 5)."""
         return self.restore(self.memories[k])
 
-    def mu(self) -> float | None:
-        """μ of Eq. 4.4 when the codec stores salient pixels, else None."""
-        return float(self.cfg.samc.mu) if self.codec.uses_saliency else None
-
     # -- lifecycle -----------------------------------------------------------------------------------
     def before_task(self, ctx: TaskContext) -> None:
         shape = tuple(ctx.task.x_train.shape[1:])

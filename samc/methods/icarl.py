@@ -82,11 +82,6 @@ class ICaRL(LwF):
             self.opt.step()
         return float(loss.detach())
 
-    @property
-    def coded(self) -> bool:
-        """Whether exemplars are kept as codec records (any codec but ``raw``)."""
-        return self.codec.name != "raw"
-
     def after_task(self, ctx: TaskContext) -> None:
         super().after_task(ctx)
         n_classes = len(ctx.task.classes)
@@ -151,7 +146,7 @@ class ICaRL(LwF):
         if self.coded:
             codec = self.codec
             return TaskMemory(task=t, classes=self.ex_classes[t], image_shape=tuple(self.ex_x[t].shape[1:]),
-                              encoding=codec.name, mu=float(self.cfg.samc.mu) if codec.uses_saliency else None,
+                              encoding=codec.name, mu=self.mu(),
                               budget=self.memory_budget(tuple(self.ex_x[t].shape[1:])), records=self.ex_rec[t],
                               labels=self.ex_y[t].numpy(), indices=self.ex_i[t].numpy(), codec_params=codec.values)
         return dense_task_memory(t, self.ex_classes[t], self.ex_x[t].numpy(), self.ex_y[t].numpy(),
