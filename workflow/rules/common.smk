@@ -26,8 +26,8 @@ CFG = from_dict(config, source="params.yaml (Snakemake configfile)")
 # dry run over every benchmark builds ~5,000 rules); every benchmark for a cluster job or a target
 # that cannot be placed
 def _requested():
-    """(targets, target jobs) of this snakemake command line (None when it cannot be read: a cluster
-    job's or an API call's)."""
+    """The targets of this snakemake command line (None when it cannot be read or is a cluster job's:
+    an API call, `--target-jobs`)."""
     import sys
 
     if "snakemake" not in os.path.basename(sys.argv[0]) and "snakemake" not in sys.argv[0].split(os.sep)[-2:-1]:
@@ -38,13 +38,14 @@ def _requested():
         args = get_argument_parser().parse_args(sys.argv[1:])
     except BaseException:                     # argparse exits on what it cannot parse
         return None
-    return list(args.targets or []), set(args.target_jobs or [])
+    if getattr(args, "target_jobs", None):   # a cluster job's snakemake (entries are dicts)
+        return None
+    return list(args.targets or [])
 
 
 _GRID = pipeline.stages(CFG)
 _REQ = _requested()
-_WANTED = (None if _REQ is None or _REQ[1] else
-           pipeline.benchmarks_for(CFG, _REQ[0], {st.name for st in _GRID}))
+_WANTED = None if _REQ is None else pipeline.benchmarks_for(CFG, _REQ, {st.name for st in _GRID})
 STAGES = _GRID + pipeline.benchmark_stages(CFG, only=_WANTED)
 TARGETS = [o for st in STAGES if st.name == "report" for o in st.outs]
 
