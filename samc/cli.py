@@ -36,11 +36,35 @@ def _format_matrix(R: list[list[float]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from samc.train import experiment_name, run_stream
+def _run_config(args: argparse.Namespace) -> tuple[config_mod.Config, str]:
+    """(configuration, folder name) of `samc run`: params.yaml, with ``--benchmark`` that benchmark's
+    settings for the method (its `set`, then its `methods` entry), then the ``--set`` overrides. The
+    name is the pipeline's when the pipeline has this experiment (``main`` of the grid,
+    ``<benchmark>/<run>``), else ``<dataset>-<method>-s<seed>-<hash of every parameter>``."""
+    from samc import benchmarks
+    from samc.pipeline import grid_name
+    from samc.train import experiment_name
 
-    cfg = config_mod.load(args.params, args.overrides)
-    run_dir = Path(args.out) if args.out else Path(cfg.run.out) / experiment_name(cfg)
+    params = config_mod.load(args.params)
+    if not args.benchmark:
+        cfg = config_mod.load(args.params, args.overrides)
+        return cfg, grid_name(params, cfg) or experiment_name(cfg)
+    base = benchmarks.base_overrides(params, args.benchmark)
+    chosen = config_mod.load(args.params, [*base, *args.overrides])          # the method and seed
+    run = benchmarks.make_run(params, args.benchmark, chosen.train.method, chosen.train.seed,
+                              completion=chosen.samc.completion, mu=chosen.samc.mu,
+                              memory=chosen.memory.images_per_task)      # the sweeps' names
+    cfg = config_mod.load(args.params, [*run.overrides, *args.overrides])
+    sections = config_mod.RUN_SECTIONS
+    same = cfg.digest(sections) == params.with_overrides(run.overrides).digest(sections)
+    return cfg, run.experiment if same else experiment_name(cfg)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from samc.train import run_stream
+
+    cfg, name = _run_config(args)
+    run_dir = Path(args.out) if args.out else Path(cfg.run.out) / name
     print(f"run folder: {run_dir}", flush=True)     # named at the start: watch it, or inspect it later
     with io.run_lock(run_dir):
         result = run_stream(cfg, run_dir, progress=not args.no_progress)
@@ -235,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(sub, "run", help="learn the whole task stream in one process (resumes)")
     _add_config_args(p)
+    p.add_argument("--benchmark", help="with the settings of this benchmark of params.yaml (its dataset "
+                   "and protocol, the method's own values); --set still overrides them")
     p.add_argument("--out", help="run folder (default: <run.out>/<experiment>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=cmd_run)

@@ -55,6 +55,17 @@ def experiments(cfg: Config) -> list[Experiment]:
     return out
 
 
+def grid_name(params: Config, cfg: Config) -> str | None:
+    """The name of the experiment of ``params``'s grid that has ``cfg``'s parameters (None when
+    none has): `samc run` then writes the folder the pipeline writes (``runs/main``)."""
+    want = cfg.digest(RUN_SECTIONS)
+    raw = params.to_dict()
+    for exp in experiments(params):
+        if from_dict(raw, exp.overrides).digest(RUN_SECTIONS) == want:
+            return exp.name
+    return None
+
+
 def experiment(cfg: Config, name: str) -> Experiment:
     """Experiment ``name`` of the grid, or ``<benchmark>/<run>`` of a benchmark."""
     if "/" in name:

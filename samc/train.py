@@ -25,7 +25,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from samc import io
-from samc.config import RUN_SECTIONS, Config
+from samc.config import RUN_SECTIONS, Config, ConfigError
 from samc.data import Task, load_source, split_tasks
 from samc.data.store import dataset_params, read_tasks
 from samc.devices import cpu_model, device_name, resolve_device, use_deterministic  # noqa: F401 - re-exported
@@ -283,7 +283,7 @@ def save_task(learner: Learner, run_dir: Path, t: int, row: dict[str, Any]) -> N
         if memory is not None:
             save_snapshot(memory, tmp / "memory.zarr")
         io.write_json(tmp / "metrics.json", row)
-    if not (Path(run_dir) / "config.json").is_file():     # written with the first task that is saved
+    if t == 0 or not (Path(run_dir) / "config.json").is_file():   # with task 1 (a rerun of it: anew)
         write_run_config(learner.cfg, run_dir)
 
 
@@ -362,6 +362,19 @@ def run_config(run_dir: Path) -> Config | None:
     return from_dict(io.read_json(path), source=str(path)) if path.is_file() else None
 
 
+def check_run_config(cfg: Config, run_dir: Path) -> None:
+    """Refuse to resume ``run_dir`` when its completed tasks were made with other parameters (its
+    ``config.json``), naming the parameters that differ."""
+    old = run_config(run_dir)
+    if old is None or old.digest(RUN_SECTIONS) == cfg.digest(RUN_SECTIONS):
+        return
+    was, now = old.to_dict(), cfg.to_dict()
+    differ = [f"{sec}.{key}: {was[sec].get(key)!r} -> {value!r}" for sec in RUN_SECTIONS
+              for key, value in now[sec].items() if was[sec].get(key) != value]
+    raise ConfigError(f"{run_dir}: its tasks were made with other parameters ({'; '.join(differ) or 'defaults'}); "
+                      "give this run another folder (--out) or remove that one")
+
+
 def run_stream(cfg: Config, run_dir: Path | None = None, progress: bool = True,
                tasks: list[Task] | None = None, stop_after: int | None = None) -> dict[str, Any]:
     """Learn the whole stream in this process, resuming after the last completed task."""
@@ -370,6 +383,7 @@ def run_stream(cfg: Config, run_dir: Path | None = None, progress: bool = True,
     T = len(tasks)
     start = completed_tasks(run_dir, T)
     if start:
+        check_run_config(cfg, run_dir)
         log.info("%s: tasks 1..%d already complete, resuming at task %d", run_dir, start, start + 1)
     learner = resume(cfg, run_dir, start, in_channels=tasks[0].x_train.shape[1]) if start < T else None
     end = T if stop_after is None else min(T, stop_after)

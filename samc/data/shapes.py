@@ -24,7 +24,9 @@ Why the hue: with outlines alone, the reduced ResNet-18 under the paper's protoc
 batch 10, lr 0.1) stays at chance on every two-class task; with the class hue it learns each task
 in one epoch of 1000 images per class (~85-95 %), and fine-tuning on the five tasks in turn loses
 on average ~45 points on the earlier tasks (BWT, 5 tasks, seed 0), the forgetting the benchmark
-is about.
+is about. The default stream of params.yaml renders the images at 16x16 and permutes the classes
+(split seed 3) so that the two classes of a task have class hues at least 72 degrees apart: every task
+is then learned to >= 80 % in one epoch at lr 0.03 (benchmarks/demo.py).
 """
 from __future__ import annotations
 
