@@ -27,13 +27,16 @@ from samc.report import plt, provenance, save_png
 PAPER_TABLE1: dict[str, dict[str, tuple[float, float]]] = {
     "split-cifar10": {"finetune": (63.24, -17.91), "ewc": (65.64, -18.37), "lwf": (67.22, -16.78),
                       "icarl": (72.53, -12.43), "gem": (70.82, -15.82), "er": (72.13, -12.78),
-                      "mer": (71.09, -13.69), "samc": (75.37, -11.12)},
+                      "mer": (71.09, -13.69), "ebm": (72.20, -12.26), "eec": (73.48, -12.13),
+                      "samc": (75.37, -11.12)},
     "split-cifar100": {"finetune": (41.06, -17.36), "ewc": (42.22, -16.54), "lwf": (43.79, -16.23),
                        "icarl": (48.78, -15.94), "gem": (50.28, -13.56), "er": (49.72, -13.84),
-                       "mer": (47.37, -15.23), "samc": (56.16, -8.24)},
+                       "mer": (47.37, -15.23), "ebm": (51.29, -11.03), "eec": (53.03, -10.69),
+                       "samc": (56.16, -8.24)},
     "split-mini-imagenet": {"finetune": (33.31, -16.40), "ewc": (32.66, -14.83), "lwf": (34.17, -13.72),
                             "icarl": (40.03, -12.16), "gem": (40.78, -9.87), "er": (40.04, -13.43),
-                            "mer": (39.63, -11.93), "samc": (46.98, -4.12)},
+                            "mer": (39.63, -11.93), "ebm": (39.52, -11.75),
+                            "eec": (37.32, -12.46), "samc": (46.98, -4.12)},
 }
 TIME_PHASES = ("train_step", "gradcam", "encode", "inpaint", "completion", "autoencoder", "memory_grads", "qp",
                "evaluate")

@@ -61,7 +61,7 @@ def test_benchmark_stages_target_every_artifact(cfg):
     t1 = stages["table1_split-cifar10"]
     assert t1.outs == ["results/split-cifar10/table1.md", "results/split-cifar10/table1.csv",
                        "results/split-cifar10/table1.json"]
-    assert "results/split-cifar10/samc-s2/metrics.json" in t1.deps and len(t1.deps) == 8 * 3
+    assert "results/split-cifar10/samc-s2/metrics.json" in t1.deps and len(t1.deps) == 9 * 3   # 9 methods x 3 seeds
     attribution = stages["attribution_split-cifar10"]
     assert "results/split-cifar10/samc-mask_random-s2/metrics.json" in attribution.deps
     assert attribution.outs[0] == "results/split-cifar10/attribution.md"
