@@ -103,3 +103,21 @@ def test_codec_bytes_prints_one_row_per_codec(tmp_path):
              and not ln.startswith("| ---")]
     assert [ln.split(" | ")[0][2:] for ln in lines] == list(CODECS)
     assert lines[0].split(" | ")[1] == str(3 * 16 * 16)
+
+
+def test_demo_prints_the_table_and_checks_the_readmes_promises(tmp_path):
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["dataset"].update(n_tasks=2, shapes_train_per_class=10, shapes_test_per_class=5)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    argv = [sys.executable, str(ROOT / "benchmarks" / "demo.py"), "--params", str(tmp_path / "params.yaml"),
+            "--methods", "finetune", "gem", "--seeds", "0", "1", "--out", str(tmp_path / "runs")]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    rows = [line.split(" | ") for line in out.stdout.splitlines() if re.match(r"^\| (finetune|gem) \| \d", line)]
+    assert [(r[0], r[1]) for r in rows] == [("| finetune", "0"), ("| finetune", "1"), ("| gem", "0"), ("| gem", "1")]
+    verdicts = [line for line in out.stdout.splitlines() if line.startswith(("ok ", "FAIL "))]
+    assert len(verdicts) == 4 + 2 + 2                     # learned (per run), finetune's BWT, gem ahead
+    assert out.returncode == (1 if any(v.startswith("FAIL") for v in verdicts) else 0), out.stderr[-2000:]
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.stdout == out.stdout                      # the runs are read back, not retrained
