@@ -217,7 +217,7 @@ def test_quick_benchmark_regenerates_every_table_and_figure_through_snakemake(tm
     _run(["snakemake", "--cores", "2", *targets], project, timeout=1800)
     out = project / "results" / "quick"
     t1 = list(csv.DictReader((out / "table1.csv").open()))
-    assert [r["method"] for r in t1] == ["finetune", "ewc", "lwf", "icarl", "gem", "agem", "er", "mer", "samc"]
+    assert [r["method"] for r in t1] == ["finetune", "ewc", "lwf", "icarl", "gem", "agem", "er", "mer", "ebm", "samc"]
     for run in benchmarks.runs(cfg, "quick"):
         assert len(json.loads((out / run.name / "metrics.json").read_text())["accuracy_matrix"]) == 2
     assert [r["completion"] for r in csv.DictReader((out / "table2.csv").open())] == ["zero", "rule", "ae", "rule+ae"]
