@@ -62,9 +62,7 @@ def checks(results: dict[tuple[str, int], dict], methods: list[str], seeds: list
     for (method, seed), r in sorted(results.items()):
         low = float(np.diag(np.array(r["accuracy_matrix"])).min())
         out.append((low >= LEARNED, f"{method} s{seed}: every task learned to >= {LEARNED:.0f} % (least {low:.1f})"))
-    for seed in seeds:
-        if "finetune" not in methods:
-            break
+    for seed in seeds if "finetune" in methods else []:
         fine = results["finetune", seed]
         out.append((fine["bwt"] <= FORGETS, f"finetune s{seed}: BWT {fine['bwt']:.2f} <= {FORGETS:.0f}"))
         for method in ("gem", "samc"):

@@ -148,7 +148,7 @@ class _TaskIndexedHeads(torch.nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        feat = F.adaptive_avg_pool2d(self.model.features_map(x), 1).flatten(1)
+        feat = self.model.features(x)
         weight = torch.stack([h.weight for h in self.model.heads]).index_select(0, task.reshape(1))[0]
         bias = torch.stack([h.bias for h in self.model.heads]).index_select(0, task.reshape(1))[0]
         return F.linear(feat, weight, bias)

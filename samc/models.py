@@ -58,12 +58,21 @@ class ResNet18(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         return self.layer4(self.layer3(self.layer2(self.layer1(out))))
 
+    @staticmethod
+    def pool(a: torch.Tensor) -> torch.Tensor:
+        """The heads' input from the last block's activations ``a``: average-pooled, (B, 8nf)."""
+        return F.adaptive_avg_pool2d(a, 1).flatten(1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features f(x) every head reads, (B, 8nf)."""
+        return self.pool(self.features_map(x))
+
     def head(self, a: torch.Tensor, task: int | torch.Tensor) -> torch.Tensor:
         """Logits of task ``task``'s head from the last block's activations ``a``.
 
         ``task`` is one int for the whole batch or a tensor of per-sample task ids.
         """
-        feat = F.adaptive_avg_pool2d(a, 1).flatten(1)
+        feat = self.pool(a)
         if isinstance(task, int):
             return self.heads[task](feat)
         out = feat.new_empty(feat.shape[0], self.heads[0].out_features)

@@ -59,9 +59,8 @@ def grid_name(params: Config, cfg: Config) -> str | None:
     """The name of the experiment of ``params``'s grid that has ``cfg``'s parameters (None when
     none has): `samc run` then writes the folder the pipeline writes (``runs/main``)."""
     want = cfg.digest(RUN_SECTIONS)
-    raw = params.to_dict()
     for exp in experiments(params):
-        if from_dict(raw, exp.overrides).digest(RUN_SECTIONS) == want:
+        if params.with_overrides(exp.overrides).digest(RUN_SECTIONS) == want:
             return exp.name
     return None
 

@@ -371,7 +371,7 @@ def check_run_config(cfg: Config, run_dir: Path) -> None:
     was, now = old.to_dict(), cfg.to_dict()
     differ = [f"{sec}.{key}: {was[sec].get(key)!r} -> {value!r}" for sec in RUN_SECTIONS
               for key, value in now[sec].items() if was[sec].get(key) != value]
-    raise ConfigError(f"{run_dir}: its tasks were made with other parameters ({'; '.join(differ) or 'defaults'}); "
+    raise ConfigError(f"{run_dir}: its tasks were made with other parameters ({'; '.join(differ)}); "
                       "give this run another folder (--out) or remove that one")
 
 

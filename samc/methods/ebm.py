@@ -75,13 +75,11 @@ class EBM(Method):
 
     def energies(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """E_θ(x_i, labels_j) for every image and every label of ``labels`` (K,) global ids: (B, K)."""
-        f = F.adaptive_avg_pool2d(self.model.features_map(x), 1).flatten(1)
-        return self.energy(f, labels.expand(len(x), -1))
+        return self.energy(self.model.features(x), labels.expand(len(x), -1))
 
     def observe(self, batch: Batch, t: int) -> float:
         with self.timer("train_step"):
-            self.model.zero_grad(set_to_none=True)
-            self.energy.zero_grad(set_to_none=True)
+            self.opt.zero_grad(set_to_none=True)          # the trunk's and the energy head's
             classes, target = batch_candidates(batch.y + t * self.classes_per_task)
             loss = contrastive_loss(self.energies(batch.x, classes), target)
             loss.backward()

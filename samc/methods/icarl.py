@@ -26,11 +26,12 @@ from samc.memory import TaskMemory, dense_task_memory
 from samc.memory.records import concat_records, split_records
 from samc.methods.base import Batch, TaskContext
 from samc.methods.lwf import LwF
+from samc.models import ResNet18
 
 
-def features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def features(model: ResNet18, x: torch.Tensor) -> torch.Tensor:
     """φ(x): the L2-normalised, average-pooled activations of the last block."""
-    return F.normalize(F.adaptive_avg_pool2d(model.features_map(x), 1).flatten(1), dim=1)
+    return F.normalize(model.features(x), dim=1)
 
 
 def herding_order(feats: torch.Tensor) -> Iterator[int]:
