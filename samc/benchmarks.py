@@ -125,7 +125,7 @@ def artifact_runs(cfg: Config, benchmark: str, artifact: str) -> list[Run]:
     b = spec(cfg, benchmark)
     seeds = b.seeds
     if artifact in ("table1", "figure3"):
-        return [make_run(cfg, benchmark, m, s) for m in b.methods for s in seeds]
+        return [make_run(cfg, benchmark, m, s) for m in b.methods for s in b.method_seeds.get(m, seeds)]
     if artifact == "table2":
         return [make_run(cfg, benchmark, "samc", s, completion=c) for c in b.completions for s in seeds]
     if artifact == "table3":

@@ -25,7 +25,9 @@ RUN_SECTIONS: tuple[str, ...] = ("dataset", "train", "memory", "samc", "baseline
 NEUTRAL: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("train", "channels_last"): False,
                                        ("memory", "constraint_sample"): None, ("samc", "gradcam_mode"): "eval",
                                        ("samc", "complete_at"): "task_start", ("samc", "budget_charge"): "bytes",
-                                       ("memory", "codec"): "auto", ("memory", "budget_counts"): "records"}
+                                       ("memory", "codec"): "auto", ("memory", "budget_counts"): "records",
+                                       ("baselines", "eec_latent"): 4, ("baselines", "eec_summary_rank"): 8,
+                                       ("baselines", "eec_cls_weight"): 1.0, ("baselines", "eec_ae_lr"): 0.001}
 
 
 def effective_dataset(d: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +116,10 @@ class BaselinesConfig:
     mer_batches: int
     mer_beta: float
     mer_gamma: float
+    eec_latent: int = 4            # EEC (samc.methods.eec): code channels
+    eec_summary_rank: int = 8      #   eigenpairs of a class summary's covariance
+    eec_cls_weight: float = 1.0    #   classification loss on the code
+    eec_ae_lr: float = 0.001       #   the autoencoder's Adam learning rate
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,7 @@ class BenchmarkConfig:
     attribution: list[dict[str, Any]]      # attribution ablations: {row, method, tag?, set}
     gap: list[dict[str, Any]] = field(default_factory=list)   # the gap to the authors' code: rows + ref
     codecs: list[dict[str, Any]] = field(default_factory=list)   # memory codecs at equal bytes: rows, ref, vs
+    method_seeds: dict[str, list[int]] = field(default_factory=dict)   # Table 1: a method's own seeds
 
 
 @dataclass(frozen=True)
@@ -272,6 +279,12 @@ def _codec_errors(method: str, spec: str) -> list[str]:
         return [f"memory.codec = {spec!r}: train.method = {method!r} keeps no codec-coded memory; "
                 f"leave memory.codec = auto (codecs apply to "
                 f"{', '.join(n for n, m in METHODS.items() if m.default_codec)})"]
+    if codec.learned != cls.trains_codec:
+        trainers = ", ".join(n for n, m in METHODS.items() if m.trains_codec)
+        learned = ", ".join(n for n, k in CODECS.items() if k.learned)
+        return [f"memory.codec = {spec!r}: " + (
+            f"its records read back only with an autoencoder that train.method = {trainers} trains" if codec.learned
+            else f"train.method = {method!r} stores {learned} codes only; leave memory.codec = auto")]
     if cls.saliency_codec_only and not codec.uses_saliency:
         return [f"memory.codec = {spec!r}: train.method = {method!r} stores saliency-selected pixels; "
                 f"use a saliency codec ({', '.join(n for n, k in CODECS.items() if k.uses_saliency)}) "

@@ -1,4 +1,5 @@
-"""Networks: the reduced ResNet-18 classifier f_θ (App. B) and the inpainting autoencoder A_ξ (App. B, Eq. 4.5).
+"""Networks: the reduced ResNet-18 classifier f_θ (App. B), the inpainting autoencoder A_ξ (App. B, Eq. 4.5)
+and EEC's encoding autoencoder (Ayub & Wagner 2021; samc.methods.eec).
 
 The classifier follows GEM's ``model/common.py`` ResNet18(nf=20): BasicBlocks, widths 20/40/80/160,
 a 3x3 stem with stride 1, global average pooling and one linear head per task (multi-head,
@@ -117,3 +118,36 @@ class InpaintAE(nn.Module):
         x = F.pad(r, (0, pw, 0, ph), mode="replicate") if ph or pw else r
         delta = self.out(self.decoder(self.encoder(x)))[..., :h, :w]
         return (r + delta).clamp(0.0, 1.0)
+
+
+class LatentAE(nn.Module):
+    """EEC's convolutional autoencoder (Ayub & Wagner 2021, §3.1), sized for a byte budget: two
+    stride-2 convs (16, 32 channels, ReLU) and a 1x1 conv to ``latent`` channels give a code of
+    ``latent x H/4 x W/4`` values; the decoder mirrors it (1x1 conv, two transposed convs, sigmoid).
+    No BatchNorm: a code decodes the same whatever batch it is in. Sides that are not multiples of 4
+    are edge-padded and cropped back."""
+
+    def __init__(self, channels: int = 3, latent: int = 4) -> None:
+        super().__init__()
+        self.latent = latent
+        self.encoder = nn.Sequential(nn.Conv2d(channels, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1),
+                                     nn.ReLU(), nn.Conv2d(32, latent, 1))
+        self.decoder = nn.Sequential(nn.Conv2d(latent, 32, 1), nn.ReLU(), nn.ConvTranspose2d(32, 16, 4, 2, 1),
+                                     nn.ReLU(), nn.ConvTranspose2d(16, channels, 4, 2, 1), nn.Sigmoid())
+
+    @staticmethod
+    def code_shape(image_shape: tuple[int, int, int], latent: int) -> tuple[int, int, int]:
+        """The code's (latent, ⌈H/4⌉, ⌈W/4⌉) for an image (C, H, W)."""
+        _, h, w = image_shape
+        return latent, -(-h // 4), -(-w // 4)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 4, (-w) % 4
+        return self.encoder(F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x)
+
+    def decode(self, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.decoder(z)[..., : size[0], : size[1]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x), tuple(x.shape[-2:]))

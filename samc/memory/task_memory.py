@@ -210,8 +210,9 @@ def _ratio(a: float, b: float) -> float | None:
 def describe(memory: TaskMemory) -> dict[str, Any]:
     """Size summary of ``M_t`` against the budget, dense and COO storage (§4.4, App. H / Table 4)."""
     c, h, w = memory.image_shape
-    _, masks = memory.decode_all()
     n = len(memory)
+    # a codec that ignores saliency knows every pixel: no need to decode (nor, for a learned codec, a model)
+    masks = memory.decode_all()[1] if memory.codec.uses_saliency else np.ones((n, h, w), dtype=bool)
     kept_counts = masks.reshape(n, -1).sum(axis=1) if n else np.zeros(0, dtype=np.int64)
     dense = n * c * h * w
     coo_total = int(sum(coo_nbytes(int(k), c) for k in kept_counts))

@@ -56,6 +56,8 @@ class Method:
     default_codec: ClassVar[str | None] = None
     #: only codecs that store saliency-selected pixels (SAMC, §4.1)
     saliency_codec_only: ClassVar[bool] = False
+    #: the method trains the model its codec's records need (EEC's autoencoder: the ``latent`` codec)
+    trains_codec: ClassVar[bool] = False
 
     def __init__(self, model: ResNet18, cfg: Config, device: torch.device, timer: PhaseTimer) -> None:
         self.model = model

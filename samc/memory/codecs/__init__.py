@@ -15,6 +15,7 @@ codec              saliency  record
 ``sparse``         yes       SAMC's salient pixels, smallest of four layouts (ours)
 ``salient_lowres`` yes       salient pixels exact + a JPEG XL thumbnail of the image
 ``salient_blur``   yes       JPEG XL of the image with its background blurred
+``latent``         no        a learned autoencoder's 8-bit code (EEC; its autoencoder charged)
 =================  ========  =====================================================================
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import yaml
 from samc.memory.codecs.base import Codec
 from samc.memory.codecs.coo import Coo
 from samc.memory.codecs.image import Jxl, Lossless, Webp
+from samc.memory.codecs.latent import Latent
 from samc.memory.codecs.raw import Raw
 from samc.memory.codecs.salient_blur import SalientBlur
 from samc.memory.codecs.salient_lowres import SalientLowres
@@ -41,6 +43,7 @@ CODECS: dict[str, type[Codec]] = {
     "sparse": Sparse,
     "salient_lowres": SalientLowres,
     "salient_blur": SalientBlur,
+    "latent": Latent,
 }
 #: names that older snapshots use
 ALIASES = {"dense": "raw"}

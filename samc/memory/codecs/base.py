@@ -38,6 +38,8 @@ class Codec(ABC):
     fills: ClassVar[bool] = False
     #: decode returns every pixel exactly (the known mask is all True)
     lossless: ClassVar[bool] = False
+    #: records read back only with a model the method trains (``latent``: EEC's autoencoder)
+    learned: ClassVar[bool] = False
 
     def __init__(self, **values: Any) -> None:
         unknown = sorted(set(values) - set(self.params))
