@@ -68,6 +68,24 @@ def _autoencoder(state_path: Path | None, channels: int) -> tuple[InpaintAE | No
     return ae.eval(), str(state_path)
 
 
+def _attach_learned(mem: TaskMemory, state_path: Path | None) -> None:
+    """A learned codec's records (EEC's ``latent`` codes) read back with the autoencoder of the
+    run's state beside the snapshot."""
+    if not mem.codec.learned:
+        return
+    from samc.models import LatentAE
+
+    if state_path is None:
+        raise FileNotFoundError(f"task {mem.task + 1}: {mem.codec.name} records read back only with the "
+                                "autoencoder in the task folder's state.pt, and there is none")
+    ae_state = io.load_torch(state_path).get("method", {}).get("latent_ae")
+    if ae_state is None:
+        raise FileNotFoundError(f"{state_path}: holds no autoencoder for its {mem.codec.name} records")
+    ae = LatentAE(mem.image_shape[0], int(mem.codec.values["latent"]))
+    ae.load_state_dict(ae_state)
+    mem.codec.attach(ae.eval())
+
+
 def _ground_truth(mem: TaskMemory, data: Path | None, rows: np.ndarray,
                   run_dir: Path | None) -> tuple[np.ndarray | None, str]:
     """The original training images of the memory's records ``rows`` and where they came from:
@@ -103,6 +121,7 @@ def show(path: Path, png: Path | None = None, data: Path | None = None, n: int =
         f"{mem.classes[k] if k < len(mem.classes) else k}: {c}" for k, c in sorted(labels.items())))
     if png is None or len(mem) == 0:
         return lines
+    _attach_learned(mem, state_path)
     images, masks = mem.decode_all()
     k = min(n, len(mem))
     pick = np.linspace(len(mem) - k, len(mem) - 1, k).astype(int)   # the newest k images
@@ -137,7 +156,8 @@ def show(path: Path, png: Path | None = None, data: Path | None = None, n: int =
     for i, row in enumerate(pick):        # each row: the image's class and its index in the task's training set
         label = int(mem.labels[row])
         name = mem.classes[label] if label < len(mem.classes) else label
-        axes[i, 0].set_ylabel(f"class {name}\n#{int(mem.indices[row])}", fontsize=6)
+        index = int(mem.indices[row])        # -1: a class summary (EEC), shown as its centroid
+        axes[i, 0].set_ylabel(f"class {name}\n" + (f"#{index}" if index >= 0 else "summary"), fontsize=6)
     fig.suptitle(f"task {mem.task + 1}, codec {mem.codec.spec}, μ={mem.mu}, {len(mem)} images, "
                  f"{mem.nbytes}/{mem.budget} B", fontsize=8)
     save_png(fig, Path(png), dpi=100)
@@ -165,7 +185,7 @@ def diff(a: Path, b: Path) -> list[str]:
         lines.append(f"{'shared samples':>22}  {len(shared)} of {len(ma)} / {len(mb)} (same task: "
                      "training-set indices)")
         common = [(i, j) for i, j in zip(*np.nonzero(ma.indices[:, None] == mb.indices[None, :]))]
-        if common:
+        if common and not (ma.codec.learned or mb.codec.learned):   # a learned codec knows every pixel
             ka = np.stack([ma.decode(i)[1] for i, _ in common])
             kb = np.stack([mb.decode(j)[1] for _, j in common])
             lines.append(f"{'mask agreement':>22}  {float((ka == kb).mean()):.3f} (pixels, shared samples)")

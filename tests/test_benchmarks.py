@@ -61,7 +61,8 @@ def test_benchmark_stages_target_every_artifact(cfg):
     t1 = stages["table1_split-cifar10"]
     assert t1.outs == ["results/split-cifar10/table1.md", "results/split-cifar10/table1.csv",
                        "results/split-cifar10/table1.json"]
-    assert "results/split-cifar10/samc-s2/metrics.json" in t1.deps and len(t1.deps) == 9 * 3   # 9 methods x 3 seeds
+    assert "results/split-cifar10/samc-s2/metrics.json" in t1.deps and len(t1.deps) == 8 * 3 + 2 * 5   # 8 methods x 3 seeds, EBM and EEC x 5 (method_seeds)
+    assert "results/split-cifar10/eec-s4/metrics.json" in t1.deps
     attribution = stages["attribution_split-cifar10"]
     assert "results/split-cifar10/samc-mask_random-s2/metrics.json" in attribution.deps
     assert attribution.outs[0] == "results/split-cifar10/attribution.md"
@@ -217,7 +218,7 @@ def test_quick_benchmark_regenerates_every_table_and_figure_through_snakemake(tm
     _run(["snakemake", "--cores", "2", *targets], project, timeout=1800)
     out = project / "results" / "quick"
     t1 = list(csv.DictReader((out / "table1.csv").open()))
-    assert [r["method"] for r in t1] == ["finetune", "ewc", "lwf", "icarl", "gem", "agem", "er", "mer", "ebm", "samc"]
+    assert [r["method"] for r in t1] == ["finetune", "ewc", "lwf", "icarl", "gem", "agem", "er", "mer", "ebm", "eec", "samc"]
     for run in benchmarks.runs(cfg, "quick"):
         assert len(json.loads((out / run.name / "metrics.json").read_text())["accuracy_matrix"]) == 2
     assert [r["completion"] for r in csv.DictReader((out / "table2.csv").open())] == ["zero", "rule", "ae", "rule+ae"]

@@ -263,13 +263,13 @@ class EEC(Method):
         store = [{"task": m.task, "label": m.label, "codes": u8(b"".join(m.codes)), "n": len(m.codes),
                   "indices": torch.tensor(m.indices, dtype=torch.int64),
                   "summary": None if m.summary is None else u8(m.summary)} for m in self.store]
-        return {**super().state_dict(), "ae": self.ae.state_dict(), "code_heads": self.code_heads.state_dict(),
+        return {**super().state_dict(), "latent_ae": self.ae.state_dict(), "code_heads": self.code_heads.state_dict(),
                 "ae_optimizer": self.ae_opt.state_dict(), "store": store,
                 "classes": {str(k): v for k, v in self.classes.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.ae.load_state_dict(state["ae"])
+        self.ae.load_state_dict(state["latent_ae"])
         self.code_heads.load_state_dict(state["code_heads"])
         self.ae_opt.load_state_dict(state["ae_optimizer"])
         size = self.codec.record_nbytes(self.shape)
