@@ -108,7 +108,8 @@ class EEC(Method):
             raise ValueError(
                 f"eec: its autoencoder's {self.model_nbytes()} bytes (baselines.eec_latent = "
                 f"{self.cfg.baselines.eec_latent}) leave no room for a code in the budget of "
-                f"memory.images_per_task = {self.cfg.memory.images_per_task} raw images x {self.cfg.dataset.n_tasks} tasks")
+                f"memory.images_per_task = {self.cfg.memory.images_per_task} raw images x {self.cfg.dataset.n_tasks} tasks "
+                f"({left + self.model_nbytes()} B): raise memory.images_per_task")
         return left
 
     def nbytes(self) -> int:
