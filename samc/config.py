@@ -279,12 +279,14 @@ def _codec_errors(method: str, spec: str) -> list[str]:
         return [f"memory.codec = {spec!r}: train.method = {method!r} keeps no codec-coded memory; "
                 f"leave memory.codec = auto (codecs apply to "
                 f"{', '.join(n for n, m in METHODS.items() if m.default_codec)})"]
-    if codec.learned != cls.trains_codec:
+    if codec.learned and not cls.trains_codec:
         trainers = ", ".join(n for n, m in METHODS.items() if m.trains_codec)
+        return [f"memory.codec = {spec!r}: its records read back only with the autoencoder that wrote them, "
+                f"which train.method = {trainers} trains; {method!r} does not"]
+    if cls.learned_codec_only and not codec.learned:
         learned = ", ".join(n for n, k in CODECS.items() if k.learned)
-        return [f"memory.codec = {spec!r}: " + (
-            f"its records read back only with an autoencoder that train.method = {trainers} trains" if codec.learned
-            else f"train.method = {method!r} stores {learned} codes only; leave memory.codec = auto")]
+        return [f"memory.codec = {spec!r}: train.method = {method!r} stores {learned} codes only; "
+                "leave memory.codec = auto"]
     if cls.saliency_codec_only and not codec.uses_saliency:
         return [f"memory.codec = {spec!r}: train.method = {method!r} stores saliency-selected pixels; "
                 f"use a saliency codec ({', '.join(n for n, k in CODECS.items() if k.uses_saliency)}) "

@@ -56,8 +56,10 @@ class Method:
     default_codec: ClassVar[str | None] = None
     #: only codecs that store saliency-selected pixels (SAMC, §4.1)
     saliency_codec_only: ClassVar[bool] = False
-    #: the method trains the model its codec's records need (EEC's autoencoder: the ``latent`` codec)
+    #: the method can train the model a learned codec's records need (the ``latent`` codec's autoencoder)
     trains_codec: ClassVar[bool] = False
+    #: the method stores through a learned codec only (EEC)
+    learned_codec_only: ClassVar[bool] = False
 
     def __init__(self, model: ResNet18, cfg: Config, device: torch.device, timer: PhaseTimer) -> None:
         self.model = model
@@ -131,9 +133,10 @@ class Method:
 
     def memory_budget(self, shape: tuple[int, ...], tasks: int = 1) -> int:
         """The byte budget of ``tasks`` tasks' memory: ``memory.images_per_task`` raw images each,
-        less, with ``memory.budget_counts = all``, ⌈model bytes / n_tasks⌉ per task."""
+        less, with ``memory.budget_counts = all`` or a learned codec (whose records are nothing
+        without their model), ⌈model bytes / n_tasks⌉ per task."""
         budget = budget_bytes(self.cfg.memory.images_per_task, shape)
-        if self.cfg.memory.budget_counts == "all":
+        if self.cfg.memory.budget_counts == "all" or self.codec.learned:
             budget -= -(-self.model_nbytes() // self.cfg.dataset.n_tasks)
             if budget <= 0:
                 raise ValueError(

@@ -73,6 +73,7 @@ class EEC(Method):
     name = "eec"
     default_codec = "latent"
     trains_codec = True
+    learned_codec_only = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -4,6 +4,10 @@ sample of the buffer (each replayed sample through its own task's head); the buf
 ``images_per_task × n_tasks`` images, is a uniform sample of the whole stream (Vitter's
 Algorithm R).
 
+With ``memory.codec = latent`` (EEC's codes) the method also trains the codec's autoencoder and
+re-encodes the buffer with it at each task end (samc.methods.learned_codec); the autoencoder's
+float16 parameters are charged against the buffer's bytes.
+
 With ``memory.codec`` other than ``raw`` the buffer holds codec records within the same bytes,
 ``images_per_task × n_tasks`` raw images (samc.memory.reservoir.ByteReservoir: the records of
 smallest random keys that fit, a uniform sample of the stream); each record is decoded once when
@@ -21,11 +25,13 @@ import torch.nn.functional as F
 from samc.memory import TaskMemory, dense_task_memory
 from samc.memory.reservoir import ByteReservoir
 from samc.methods.base import Batch, Method, TaskContext
+from samc.methods.learned_codec import LR_KEY, CodecModel, round_to_stored
 
 
 class ER(Method):
     name = "er"
     default_codec = "raw"
+    trains_codec = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -38,6 +44,13 @@ class ER(Method):
         self.classes: dict[int, list[int]] = {}
         self.reservoir: ByteReservoir | None = None     # memory.codec other than raw
         self.decoded: dict[int, torch.Tensor] = {}      # reservoir slot -> decoded, completed uint8 image
+        self.codec_model: CodecModel | None = None      # memory.codec = latent: its autoencoder
+        if self.cfg.memory.codec != "auto" and self.codec.learned:
+            self.codec_model = CodecModel(self.codec, self.model.conv1.in_channels,
+                                          getattr(self.cfg.baselines, LR_KEY), self.device)
+
+    def model_nbytes(self) -> int:
+        return self.codec.model_nbytes() if self.codec_model is not None else 0
 
     def __len__(self) -> int:
         if self.coded:
@@ -118,6 +131,9 @@ class ER(Method):
         return float(loss.detach())
 
     def remember(self, batch: Batch, t: int) -> None:
+        if self.codec_model is not None:
+            with self.timer("autoencoder"):
+                self.codec_model.step(self.with_replay(batch, t)[0])
         if self.coded:
             self.coded_add(batch, t)
             return
@@ -131,6 +147,23 @@ class ER(Method):
             loss = self.replay_step(batch, t)
         self.remember(batch, t)
         return loss
+
+    @torch.no_grad()
+    def after_task(self, ctx: TaskContext) -> None:
+        """With a learned codec: the autoencoder rounded to its stored float16, every record
+        re-encoded with it from the image replay used (records are of the saved autoencoder)."""
+        if self.codec_model is None or self.reservoir is None:
+            return
+        with self.timer("encode"):
+            round_to_stored(self.codec_model.ae)
+            slots = self.reservoir.slots()
+            if not slots:
+                return
+            images = torch.stack([self.decoded[s] for s in slots]).to(self.device).float().div_(255.0)
+            records = self.codec.encode_images(images)
+            for s, record in zip(slots, records):
+                self.reservoir.items[s] = (record, *self.reservoir.items[s][1:])
+                self.decoded[s] = self.decode_record(record)
 
     def task_memory(self, t: int) -> TaskMemory | None:
         """The buffer's current samples of task t (a snapshot for inspection)."""
@@ -158,6 +191,8 @@ class ER(Method):
             state["reservoir"] = {k: torch.from_numpy(v) for k, v in self.reservoir.to_arrays().items()}
             state["shape"] = list(self.shape)
             state["mask_generator"] = self.mask_generator.get_state()
+        if self.codec_model is not None:
+            state.update(self.codec_model.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -166,6 +201,8 @@ class ER(Method):
             state["buf_x"], state["buf_y"], state["buf_t"], state["buf_i"])
         self.n_seen = int(state["n_seen"])
         self.classes = {int(k): list(v) for k, v in state["classes"].items()}
+        if self.codec_model is not None:
+            self.codec_model.load_state_dict(state)
         if "reservoir" in state:
             self.shape = tuple(state["shape"])
             self.reservoir = ByteReservoir.from_arrays({k: v.numpy() for k, v in state["reservoir"].items()})
