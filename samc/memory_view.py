@@ -136,8 +136,12 @@ def show(path: Path, png: Path | None = None, data: Path | None = None, n: int =
     cols: list[tuple[str, Any]] = []
     if gt is not None:
         cols.append(("ground truth", gt.transpose(0, 2, 3, 1)))
-    cols += [("mask (kept)", masks.astype(float)), ("masked x'", masked.transpose(0, 2, 3, 1)),
-             ("decoded" if fills else f"rule ({rule})", rule_done.transpose(0, 2, 3, 1))]
+    if mem.codec.learned:                # every pixel decoded by the run's model: nothing masked, nothing to fill
+        cols.append((f"decoded ({mem.codec.spec})", images.transpose(0, 2, 3, 1)))
+        ae_done, ae_source = None, f"{mem.codec.name} decoder of {state_path}"
+    else:
+        cols += [("mask (kept)", masks.astype(float)), ("masked x'", masked.transpose(0, 2, 3, 1)),
+                 ("decoded" if fills else f"rule ({rule})", rule_done.transpose(0, 2, 3, 1))]
     if ae_done is not None:
         cols.append(("rule + AE", ae_done.transpose(0, 2, 3, 1)))
     fig, axes = plt.subplots(k, len(cols), figsize=(1.3 * len(cols), 1.3 * k + 0.4), squeeze=False)

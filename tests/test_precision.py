@@ -100,10 +100,13 @@ def test_the_neutral_values_of_new_options_leave_digests_unchanged():
     del d["memory"]["codec"], d["memory"]["budget_counts"]
     for key in ("gradcam_mode", "complete_at", "budget_charge"):
         del d["samc"][key]
+    for key in ("eec_latent", "eec_summary_rank", "eec_cls_weight", "eec_ae_lr"):   # EEC's, after them
+        del d["baselines"][key]
     old = hashlib.sha256(json.dumps({k: d[k] for k in RUN_SECTIONS}, sort_keys=True).encode()).hexdigest()[:10]
     assert cfg.digest(RUN_SECTIONS) == old
     assert tiny_config("train.precision=bf16").digest(RUN_SECTIONS) != old
     assert tiny_config("memory.constraint_sample=5").digest(RUN_SECTIONS) != old
+    assert tiny_config("baselines.eec_latent=8").digest(RUN_SECTIONS) != old
     assert tiny_config("train.channels_last=auto").digest(RUN_SECTIONS) != old     # a new layout: a new run
     for change in ("samc.gradcam_mode=train", "samc.complete_at=storage", "samc.budget_charge=values",
                    "memory.codec=salient_blur", "memory.budget_counts=all"):
