@@ -121,7 +121,7 @@ class InpaintAE(nn.Module):
 
 
 class LatentAE(nn.Module):
-    """EEC's convolutional autoencoder (Ayub & Wagner 2021, §3.1), sized for a byte budget: two
+    """EEC's convolutional autoencoder (Ayub & Wagner 2021), sized for a byte budget: two
     stride-2 convs (16, 32 channels, ReLU) and a 1x1 conv to ``latent`` channels give a code of
     ``latent x H/4 x W/4`` values; the decoder mirrors it (1x1 conv, two transposed convs, sigmoid).
     No BatchNorm: a code decodes the same whatever batch it is in. Sides that are not multiples of 4

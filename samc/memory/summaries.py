@@ -1,5 +1,5 @@
 """Class summaries of latent codes: a Gaussian per class, stored in place of its codes (EEC, Ayub &
-Wagner 2021, §3.2 "when the memory is full ... centroids and covariance matrices").
+Wagner 2021: once the memory is full, the codes of old classes give way to their centroids and covariances).
 
 A full d x d covariance of d = 256 code values would take 128 KiB at float16, more than a task's
 whole budget, so the covariance is kept as probabilistic PCA (Tipping & Bishop 1999): its ``rank``

@@ -1,7 +1,7 @@
 """eec: Encoding and regenerating images (EEC; Ayub & Wagner, ICLR 2021), multi-head, in a byte budget.
 
 A convolutional autoencoder (samc.models.LatentAE) learns beside the classifier, with the
-reconstruction loss plus a classification loss on its code (EEC's Eq. 1, ``baselines.eec_cls_weight``):
+reconstruction loss plus a classification loss on its code (EEC's autoencoder loss, ``baselines.eec_cls_weight``):
 
     L_AE = ‖D(E(x)) − x‖² + λ_c · CE(h_t(E(x)), y)
 
@@ -9,7 +9,7 @@ The episodic memory holds codes E(x), 8 bits each (the ``latent`` codec), not im
 step the classifier trains on the current batch plus as many pseudo-images D(z) of earlier tasks
 (each through its own task's head), and the autoencoder on the same images, which keeps it able to
 regenerate the old classes. When the codes do not fit the budget, the oldest class still held as
-codes is summarised (EEC §3.2): its codes are replaced by their mean and covariance
+codes is summarised (as EEC does once its memory is full): its codes are replaced by their mean and covariance
 (samc.memory.summaries: probabilistic PCA at ``baselines.eec_summary_rank``), and its pseudo-images
 are decoded from codes drawn from that Gaussian, as many as it had codes.
 
@@ -165,7 +165,7 @@ class EEC(Method):
         return x, y, tasks
 
     def ae_step(self, x: torch.Tensor, y: torch.Tensor, tasks: torch.Tensor) -> None:
-        """One Adam step of L_AE = ‖D(E(x)) − x‖² + λ_c CE(h_t(E(x)), y) (EEC's Eq. 1)."""
+        """One Adam step of L_AE = ‖D(E(x)) − x‖² + λ_c CE(h_t(E(x)), y) (EEC's autoencoder loss)."""
         self.ae_opt.zero_grad(set_to_none=True)
         z = self.ae.encode(x)
         loss = F.mse_loss(self.ae.decode(z, tuple(x.shape[-2:])).float(), x)
