@@ -123,3 +123,13 @@ def test_eec_resumes_bit_for_bit_and_its_memory_is_shown_decoded(tmp_path):
                           "--png", str(tmp_path / "m.png")], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "encoding: latent" in out.stdout and (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_eec_runs_on_mini_imagenet_sized_images(tmp_path):
+    """84x84 (mini-ImageNet's size): codes of 4 x 21 x 21 values, the memory within its budget."""
+    cfg = tiny_config("dataset.n_tasks=2", "dataset.shapes_train_per_class=20", "dataset.shapes_test_per_class=10",
+                      "dataset.image_size=84", "train.method=eec")
+    run_stream(cfg, tmp_path / "run", progress=False)
+    row = json.loads((tmp_path / "run" / "task_2" / "metrics.json").read_text())
+    assert row["memory"]["bytes_per_image"] == 5 + 4 * 21 * 21
+    assert row["memory_held"]["nbytes"] + row["memory_model_bytes"] <= 2 * budget_bytes(10, (3, 84, 84))
