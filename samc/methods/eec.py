@@ -235,6 +235,11 @@ class EEC(Method):
                 m.codes, m.indices = [], []
         while self.nbytes() > budget:
             big = max((m for m in self.store if m.task == t), key=lambda m: len(m.codes))
+            if not big.codes:
+                raise ValueError(
+                    f"eec: after task {t + 1} the class summaries alone take {self.nbytes()} B, more than the "
+                    f"memory's {budget} B: lower baselines.eec_summary_rank (now {rank}) or raise "
+                    f"memory.images_per_task")
             big.codes.pop()
             big.indices.pop()
 
