@@ -99,9 +99,13 @@ class Method:
             filled = complete(image[None], known[None], "rule", rule=self.cfg.samc.rule)
         return filled[0].mul_(255.0).round_().to(torch.uint8)
 
-    def masks(self, x: torch.Tensor, y: torch.Tensor, t: int, train_mode: bool = False) -> np.ndarray:
+    def masks(self, x: torch.Tensor, y: torch.Tensor, t: int, train_mode: bool | None = None) -> np.ndarray:
         """Eq. 4.4 for a batch, for a saliency codec: bool (B, H, W), True where the pixel is kept
-        (``samc.mask`` other than saliency: as many pixels per image, at random or the least salient)."""
+        (``samc.mask`` other than saliency: as many pixels per image, at random or the least salient).
+        Grad-CAM runs in train mode where ``train_mode`` says so, by default where ``samc.gradcam_mode``
+        does (the authors' code)."""
+        if train_mode is None:
+            train_mode = self.cfg.samc.gradcam_mode == "train"
         with self.timer("gradcam"):
             sal = grad_cam(self.model, x, t, y, target=self.cfg.samc.saliency_target, train_mode=train_mode)
             return matched_mask(sal, self.cfg.samc.mu, self.cfg.samc.mask, self.mask_generator).cpu().numpy()

@@ -88,7 +88,7 @@ class ER(Method):
         if not admit:
             self.reservoir.skip(len(batch))
             return
-        masks = (self.masks(batch.x[admit], batch.y[admit], t, train_mode=self.cfg.samc.gradcam_mode == "train")
+        masks = (self.masks(batch.x[admit], batch.y[admit], t)
                  if self.codec.uses_saliency else [None] * len(admit))
         mask_of = dict(zip(admit, masks))
         for i, key in enumerate(keys):

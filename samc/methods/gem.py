@@ -78,7 +78,7 @@ class GEM(Method):
         """Encode the samples ``batch[keep]`` for the memory (a saliency codec: with their masks)."""
         codec = self.codec
         n = len(batch.raw[keep])
-        masks = (self.masks(batch.x[keep], batch.y[keep], t, train_mode=self.cfg.samc.gradcam_mode == "train")
+        masks = (self.masks(batch.x[keep], batch.y[keep], t)
                  if codec.uses_saliency else [None] * n)
         with self.timer("encode"):
             return [codec.encode(img, m) for img, m in zip(batch.raw[keep], masks)]

@@ -129,8 +129,7 @@ class ICaRL(LwF):
             masks = [None] * len(cand)
             if self.codec.uses_saliency:
                 x = imgs[cand].to(self.device).float().div_(255.0)
-                masks = self.masks(x, torch.full((len(cand),), c, dtype=torch.int64, device=self.device), t,
-                                   train_mode=self.cfg.samc.gradcam_mode == "train")
+                masks = self.masks(x, torch.full((len(cand),), c, dtype=torch.int64, device=self.device), t)
             for i, m in zip(cand, masks):
                 with self.timer("encode"):
                     record = self.codec.encode(imgs[i].numpy(), m)

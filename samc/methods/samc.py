@@ -104,7 +104,7 @@ class SAMC(GEM):
             labels = torch.as_tensor(ctx.task.y_train[pick], device=self.device)
             masks = np.concatenate([
                 self.masks(torch.from_numpy(images[i:i + 100]).to(self.device).float().div_(255.0),
-                           labels[i:i + 100], ctx.t)
+                           labels[i:i + 100], ctx.t, train_mode=False)   # the pairs' maps: eval mode always
                 for i in range(0, n, 100)
             ])
             codec = self.codec
