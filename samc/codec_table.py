@@ -15,6 +15,7 @@ import numpy as np
 
 from samc.benchmarks import Run, spec
 from samc.config import Config
+from samc.methods import METHODS
 from samc.report import plt
 
 
@@ -57,7 +58,7 @@ def codec_rows(cfg: Config, benchmark: str, results: dict[str, Any]) -> list[dic
         kept = [held(x, _config(cfg, r)) for x, r in zip(res, rs)]
         out.append({
             "#": i, "row": row["row"], "method": row["method"], "ref": row.get("ref"), "vs": row.get("vs"),
-            "codec": c.memory.codec if c.memory.codec != "auto" else ("sparse" if row["method"] == "samc" else "raw"),
+            "codec": c.memory.codec if c.memory.codec != "auto" else METHODS[row["method"]].default_codec,
             "seeds": [r.seed for r in rs], "acc": [x["acc"] for x in res], "bwt": [x["bwt"] for x in res],
             "learned": _learned(res), "forgetting": _forgetting(res), "images": [k[0] for k in kept],
             "records_kb": [k[1] / 1e3 for k in kept], "model_kb": [m / 1e3 for m in model],
@@ -92,7 +93,7 @@ def codecs(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]
             "start), each record charged by its real length (headers included). images/task and records "
             "KB/task: what the memory holds when the stream ends (every task's records), per task. Total KB "
             "= the most record bytes held at once + the parameters needed to read them back (SAMC's "
-            "autoencoder, float32, once). Mean ± std over the seeds listed; ΔACC: mean paired difference of "
+            "autoencoder, float32; the latent codec's, float16; once). Mean ± std over the seeds listed; ΔACC: mean paired difference of "
             "ACC to the row named (same seeds), with its 95% Student-t interval (samc.stats).")
     fig = _figure(rows, benchmark)
     return _markdown(f"{benchmark}: memory codecs at equal bytes", note, table), table, fig
