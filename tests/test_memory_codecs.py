@@ -84,7 +84,7 @@ def test_min_nbytes_is_a_lower_bound_and_records_fit_a_budget(name):
 @given(image_and_mask(max_side=12), st.sampled_from(ALL))
 def test_min_nbytes_bounds_every_image(im, name):
     image, mask = im
-    codec = codec_for(name)
+    codec = codec_for(name, image.shape[0])
     k = int(mask.sum()) if codec.uses_saliency else 0
     assert len(codec.encode(image, mask)) >= codec.min_nbytes(image.shape, k)
 
