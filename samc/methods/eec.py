@@ -44,6 +44,7 @@ from samc.memory import TaskMemory, budget_bytes
 from samc.memory.codecs.latent import Latent, quantise
 from samc.memory.summaries import fit_summary, parse_summary
 from samc.methods.base import Batch, Method, TaskContext
+from samc.methods.learned_codec import round_to_stored
 from samc.models import LatentAE
 
 
@@ -203,8 +204,7 @@ class EEC(Method):
     @torch.no_grad()
     def after_task(self, ctx: TaskContext) -> None:
         with self.timer("encode"):
-            for p in self.ae.parameters():          # the stored autoencoder is float16 (model_nbytes)
-                p.copy_(p.half().float())
+            round_to_stored(self.ae)                 # the stored autoencoder is float16 (model_nbytes)
             rank = self.cfg.baselines.eec_summary_rank
             z_old = self.encode(self.bank_x)         # the pseudo-images, in the new autoencoder's codes
             for k, m in enumerate(self.store):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from samc.memory import TaskMemory, dense_task_memory
 from samc.memory.reservoir import ByteReservoir
 from samc.methods.base import Batch, Method, TaskContext
-from samc.methods.learned_codec import LR_KEY, CodecModel, round_to_stored
+from samc.methods.learned_codec import CodecModel, round_to_stored
 
 
 class ER(Method):
@@ -46,8 +46,8 @@ class ER(Method):
         self.decoded: dict[int, torch.Tensor] = {}      # reservoir slot -> decoded, completed uint8 image
         self.codec_model: CodecModel | None = None      # memory.codec = latent: its autoencoder
         if self.cfg.memory.codec != "auto" and self.codec.learned:
-            self.codec_model = CodecModel(self.codec, self.model.conv1.in_channels,
-                                          getattr(self.cfg.baselines, LR_KEY), self.device)
+            self.codec_model = CodecModel(self.codec, self.model.conv1.in_channels,   # EEC's learning rate
+                                          self.cfg.baselines.eec_ae_lr, self.device)
 
     def model_nbytes(self) -> int:
         return self.codec.model_nbytes() if self.codec_model is not None else 0

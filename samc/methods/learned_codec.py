@@ -16,10 +16,6 @@ import torch.nn.functional as F
 from samc.memory.codecs.latent import Latent
 from samc.models import LatentAE
 
-#: the autoencoder's Adam learning rate, as EEC's (``baselines.eec_ae_lr``)
-LR_KEY = "eec_ae_lr"
-
-
 def round_to_stored(ae: LatentAE) -> None:
     """Round the parameters to float16 in place: the autoencoder as charged and saved."""
     with torch.no_grad():
