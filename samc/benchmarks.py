@@ -7,6 +7,7 @@ and the memory per task of GEM and SAMC (Figure 2). Each artifact below is one p
 several artifacts (SAMC, seed 0, default μ: Tables 1-4) has one canonical name and is trained once.
 
     table1   methods x seeds: ACC, BWT (both conventions) mean ± std      (Table 1)
+             and its variant rows, documented departures from the paper (``table1_variants``)
     figure3  the same runs: accuracy on task 1 as tasks are learned       (Figure 3)
     table2   SAMC per completion variant                                   (Table 2)
     table3   SAMC vs GEM: memory bytes and time per phase                  (Table 3)
@@ -125,7 +126,12 @@ def artifact_runs(cfg: Config, benchmark: str, artifact: str) -> list[Run]:
     b = spec(cfg, benchmark)
     seeds = b.seeds
     if artifact in ("table1", "figure3"):
-        return [make_run(cfg, benchmark, m, s) for m in b.methods for s in b.method_seeds.get(m, seeds)]
+        method_runs = [make_run(cfg, benchmark, m, s) for m in b.methods for s in b.method_seeds.get(m, seeds)]
+        if artifact == "figure3":
+            return method_runs
+        names = {r.name for r in method_runs}
+        variants = [r for row in b.table1_variants for r in attribution_row_runs(cfg, benchmark, row)]
+        return method_runs + [r for r in variants if r.name not in names]
     if artifact == "table2":
         return [make_run(cfg, benchmark, "samc", s, completion=c) for c in b.completions for s in seeds]
     if artifact == "table3":

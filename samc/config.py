@@ -151,6 +151,7 @@ class BenchmarkConfig:
     gap: list[dict[str, Any]] = field(default_factory=list)   # the gap to the authors' code: rows + ref
     codecs: list[dict[str, Any]] = field(default_factory=list)   # memory codecs at equal bytes: rows, ref, vs
     method_seeds: dict[str, list[int]] = field(default_factory=dict)   # Table 1: a method's own seeds
+    table1_variants: list[dict[str, Any]] = field(default_factory=list)   # Table 1: variant rows
 
 
 @dataclass(frozen=True)

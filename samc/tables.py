@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from samc import io
-from samc.benchmarks import Run, attribution_row_runs, spec
+from samc.benchmarks import Run, artifact_runs, attribution_row_runs, spec
 from samc.config import Config
 from samc.report import plt, provenance, save_png
 
@@ -115,18 +115,29 @@ def _images(res: list[dict[str, Any]]) -> list[float]:
 
 
 def table1(cfg: Config, benchmark: str, runs: list[Run], results: dict[str, Any]) -> tuple[str, list[dict]]:
+    """One row per method (its Table 1 runs), then one per ``table1_variants`` entry, labelled by it."""
     paper = PAPER_TABLE1.get(benchmark, {})
+    b = spec(cfg, benchmark)
+    wanted = {r.name for r in runs}
+    groups = [(m, [r for r in rs if r.name in wanted]) for m, rs in
+              _groups(artifact_runs(cfg, benchmark, "figure3"), lambda r: r.method).items()]
+    groups += [(row["row"], [r for r in rs if r.name in wanted])
+               for _, row, rs in row_runs(cfg, benchmark, b.table1_variants, results)]
     rows = []
-    for method, rs in _groups(runs, lambda r: r.method).items():
+    for label, rs in groups:
+        if not rs:                                    # samc table --partial: a row not run yet
+            continue
         res = [results[r.name] for r in rs]
-        row = {"method": method, "seeds": " ".join(str(r.seed) for r in rs), **_score_cols(res),
+        row = {"method": label, "seeds": " ".join(str(r.seed) for r in rs), **_score_cols(res),
                "images/task": f"{np.mean(_images(res)):.1f}", "wall s": f"{np.mean([r['wall_s'] for r in res]):.0f}"}
         if paper:
-            acc, bwt = paper.get(method, (None, None))
+            acc, bwt = paper.get(label, (None, None))
             row["paper ACC / BWT"] = f"{acc} / {bwt}" if acc is not None else "—"
         rows.append(row)
     note = ("Table 1: ACC and BWT (%) mean ± std over seeds; the paper's BWT convention is the main "
-            "column. Memory: the budget of `memory.images_per_task` raw images per task.")
+            "column. Memory: the budget of `memory.images_per_task` raw images per task."
+            + (" Rows after the methods are documented variants (`table1_variants`), not the paper's method."
+               if b.table1_variants else ""))
     return _markdown(f"{benchmark}: Table 1", note, rows), rows
 
 
