@@ -73,12 +73,13 @@ def _attach_learned(mem: TaskMemory, state_path: Path | None) -> None:
     run's state beside the snapshot."""
     if not mem.codec.learned:
         return
+    from samc.memory.codecs.latent import STATE_KEY
     from samc.models import LatentAE
 
     if state_path is None:
         raise FileNotFoundError(f"task {mem.task + 1}: {mem.codec.name} records read back only with the "
                                 "autoencoder in the task folder's state.pt, and there is none")
-    ae_state = io.load_torch(state_path).get("method", {}).get("latent_ae")
+    ae_state = io.load_torch(state_path).get("method", {}).get(STATE_KEY)
     if ae_state is None:
         raise FileNotFoundError(f"{state_path}: holds no autoencoder for its {mem.codec.name} records")
     ae = LatentAE(mem.image_shape[0], int(mem.codec.values["latent"]))

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samc.memory import TaskMemory, budget_bytes
-from samc.memory.codecs.latent import Latent, quantise
+from samc.memory.codecs.latent import STATE_KEY, Latent, quantise
 from samc.memory.summaries import fit_summary, parse_summary
 from samc.methods.base import Batch, Method, TaskContext
 from samc.methods.learned_codec import round_to_stored
@@ -135,8 +135,11 @@ class EEC(Method):
         """Decode every class once (a summary: as many codes drawn from it as it summarises)."""
         xs, ys, ts, cs = [], [], [], []
         for k, m in enumerate(self.store):
-            z = (parse_summary(m.summary).sample(m.count, self.generator) if m.summary is not None
-                 else self.codec.codes(m.codes, self.shape))
+            if m.summary is not None:
+                s = parse_summary(m.summary)
+                z = s.sample(s.count, self.generator)
+            else:
+                z = self.codec.codes(m.codes, self.shape)
             xs.append(self.decode(z))
             ys += [m.label] * len(z)
             ts += [m.task] * len(z)
@@ -270,13 +273,13 @@ class EEC(Method):
         store = [{"task": m.task, "label": m.label, "codes": u8(b"".join(m.codes)), "n": len(m.codes),
                   "indices": torch.tensor(m.indices, dtype=torch.int64),
                   "summary": None if m.summary is None else u8(m.summary)} for m in self.store]
-        return {**super().state_dict(), "latent_ae": self.ae.state_dict(), "code_heads": self.code_heads.state_dict(),
+        return {**super().state_dict(), STATE_KEY: self.ae.state_dict(), "code_heads": self.code_heads.state_dict(),
                 "ae_optimizer": self.ae_opt.state_dict(), "store": store,
                 "classes": {str(k): v for k, v in self.classes.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.ae.load_state_dict(state["latent_ae"])
+        self.ae.load_state_dict(state[STATE_KEY])
         self.code_heads.load_state_dict(state["code_heads"])
         self.ae_opt.load_state_dict(state["ae_optimizer"])
         size = self.codec.record_nbytes(self.shape)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from samc.memory.codecs.latent import Latent
+from samc.memory.codecs.latent import STATE_KEY, Latent
 from samc.models import LatentAE
 
 def round_to_stored(ae: LatentAE) -> None:
@@ -40,8 +40,8 @@ class CodecModel:
         return float(loss.detach())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"latent_ae": self.ae.state_dict(), "latent_ae_optimizer": self.opt.state_dict()}
+        return {STATE_KEY: self.ae.state_dict(), f"{STATE_KEY}_optimizer": self.opt.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.ae.load_state_dict(state["latent_ae"])
-        self.opt.load_state_dict(state["latent_ae_optimizer"])
+        self.ae.load_state_dict(state[STATE_KEY])
+        self.opt.load_state_dict(state[f"{STATE_KEY}_optimizer"])

@@ -28,6 +28,8 @@ from samc.memory.summaries import parse_summary
 from samc.models import LatentAE
 
 KIND = 0
+#: the key of a method's state (state.pt, "method") holding the autoencoder that reads the records back
+STATE_KEY = "latent_ae"
 _HEAD = struct.Struct("<Bee")
 
 
