@@ -190,6 +190,21 @@ def test_dvc_repro_matches_snakemake_and_caches(snake, tmp_path):
 
 
 @pytest.mark.slow
+def test_dvc_commit_records_what_snakemake_made(snake, tmp_path):
+    """After `snakemake`, `dvc commit -f` writes dvc.lock from the outputs on disk: `dvc repro` then
+    trains nothing (issue 18: it used to retrain everything) and reports the same metrics."""
+    project = tmp_path / "both"
+    shutil.copytree(snake, project, symlinks=True)
+    _run(["git", "init", "-q"], project)
+    _run(["dvc", "init", "-q"], project)
+    assert "Running stage" in _run(["dvc", "repro", "--dry"], project)   # DVC has no record yet
+    _run(["dvc", "commit", "-f"], project)
+    assert "Running stage" not in _run(["dvc", "repro"], project)
+    assert _metrics(project, "s0") == _metrics(snake, "s0")
+    assert "s1" in _run(["dvc", "metrics", "show"], project)
+
+
+@pytest.mark.slow
 def test_killed_during_task_2_resumes_without_recomputing(snake, tmp_path):
     project = _project(tmp_path / "kill", _tiny_params())
     proc = subprocess.Popen(["snakemake", "--cores", "1"], cwd=project, stdout=subprocess.DEVNULL,
